@@ -1,0 +1,1 @@
+"""The only code that imports vendor libraries: databases, object stores, inference runtimes."""

@@ -1,0 +1,117 @@
+"""Engines for the ledger: PostgreSQL in production, SQLite embedded; migrations with Alembic.
+
+SQLite is made safe for several threads and processes: WAL journal, a busy timeout, and every
+transaction opened with ``BEGIN IMMEDIATE`` so two writers queue instead of failing halfway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from pipeline.errors import LedgerUnavailable
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    pool_timeout: float = 10.0,
+    statement_timeout: float = 30.0,
+    connect_timeout: float = 10.0,
+) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, busy_timeout=statement_timeout)
+    connect_args: dict[str, Any] = {
+        "connect_timeout": max(1, int(connect_timeout)),
+        "options": f"-c statement_timeout={int(statement_timeout * 1000)}",
+        "application_name": "clipline",
+    }
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
+
+
+def _sqlite_engine(url: str, *, busy_timeout: float) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": busy_timeout}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself instead of pysqlite's lazy BEGIN.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Turn a lost or refused database connection into the transient ``LedgerUnavailable``.
+
+    Constraint violations and programming errors are bugs, not weather: they propagate as they are.
+    """
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise LedgerUnavailable(f"ledger database error: {exc.orig or exc}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise LedgerUnavailable(f"ledger connection lost: {exc.orig or exc}") from exc
+        raise
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    with translated():
+        command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    from alembic import command
+
+    with translated():
+        command.downgrade(alembic_config(url), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with translated(), engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

@@ -1,0 +1,467 @@
+"""The SQL that moves jobs, on PostgreSQL and SQLite alike.
+
+Each operation is one transaction built on conditional UPDATEs: the WHERE clause states the status
+(and, for a lease holder, the token) the caller believes in, and an UPDATE that matched nothing is
+a refusal, never a silent overwrite. On PostgreSQL, ``claim_next`` skips rows other workers are
+locking (``FOR UPDATE SKIP LOCKED``); on SQLite every transaction takes the write lock at BEGIN,
+which serialises writers instead.
+
+The time is the ledger clock's (a port), so every worker host needs a synchronised clock (NTP).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from pipeline.adapters import bulk_insert
+from pipeline.adapters.database import make_engine, translated
+from pipeline.adapters.ledger_rows import (
+    JobEvent,
+    ReapResult,
+    by_keys,
+    event,
+    identity,
+    prefixed,
+    record,
+    to_job,
+)
+from pipeline.adapters.schema import batches, job_events, jobs, tenants
+from pipeline.clock import SystemClock
+from pipeline.errors import (
+    ClipError,
+    IdempotencyConflict,
+    JobNotFound,
+    LeaseLost,
+    TransitionRefused,
+)
+from pipeline.jobs import (
+    DEFAULT_TENANT,
+    LEASE_EXPIRED,
+    BatchCounts,
+    BulkResult,
+    Claim,
+    Job,
+    JobSpec,
+    JobStatus,
+    SubmitResult,
+    new_id,
+)
+from pipeline.ports import Clock
+from pipeline.retry import Backoff
+from pipeline.settings import Settings
+
+Q, R = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+LEASE_CLEARED = {"lease_token": None, "lease_expires_at": None}
+
+
+class SqlLedger:
+    """The job ledger. Thread-safe; build one per process (it owns a connection pool)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock | None = None,
+        lease_seconds: float = 120.0,
+        max_attempts: int = 5,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock or SystemClock()
+        self.lease = timedelta(seconds=lease_seconds)
+        self.max_attempts = max_attempts
+        self.backoff = backoff or Backoff()
+        self._rng = rng or random.Random()
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> SqlLedger:
+        engine = make_engine(
+            settings.ledger_url,
+            pool_size=settings.db_pool_size,
+            pool_timeout=settings.db_pool_timeout_seconds,
+            statement_timeout=settings.db_statement_timeout_seconds,
+        )
+        return cls(
+            engine,
+            clock=clock,
+            lease_seconds=settings.lease_seconds,
+            max_attempts=settings.max_attempts,
+            backoff=Backoff(settings.backoff_base_seconds, settings.backoff_max_seconds),
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- intake -----------------------------------------------------------------------------
+
+    def ensure_tenant(self, tenant_id: str, name: str | None = None) -> None:
+        stmt = self._insert(tenants).values(id=tenant_id, name=name or tenant_id)
+        with translated(), self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+
+    def create_batch(
+        self,
+        tenant: str = DEFAULT_TENANT,
+        *,
+        label: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> uuid.UUID:
+        batch_id = new_id()
+        values = {"id": batch_id, "tenant_id": tenant, "label": label, "meta": meta}
+        with translated(), self.engine.begin() as conn:
+            conn.execute(insert(batches).values(created_at=self.clock.now(), **values))
+        return batch_id
+
+    def _row(self, spec: JobSpec, tenant: str, batch_id: uuid.UUID | None, now: datetime,
+             max_attempts: int | None) -> dict[str, Any]:
+        return {
+            "id": new_id(), "tenant_id": tenant, "batch_id": batch_id,
+            "source_bucket": spec.bucket, "source_key": spec.key, "source_version": spec.version,
+            "options": dict(spec.options), "model": spec.model,
+            "idempotency_key": spec.dedupe_key(), "priority": spec.priority, "status": Q,
+            "attempts": 0, "max_attempts": max_attempts or self.max_attempts, "not_before": now,
+            "created_at": now, "updated_at": now,
+        }
+
+    def submit(
+        self,
+        spec: JobSpec,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        batch_id: uuid.UUID | None = None,
+        max_attempts: int | None = None,
+    ) -> SubmitResult:
+        """Create the job, or return the existing one with the same idempotency key.
+
+        An explicit key reused for a different source, options or model is refused with
+        ``IdempotencyConflict`` rather than answered with a job the caller did not ask for.
+        """
+        row = self._row(spec, tenant, batch_id, self.clock.now(), max_attempts)
+        stmt = (
+            self._insert(jobs)
+            .values(**row)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+            .returning(*jobs.c)
+        )
+        with translated(), self.engine.begin() as conn:
+            created = conn.execute(stmt).first()
+            if created is not None:
+                return SubmitResult(to_job(created), created=True)
+            existing = conn.execute(
+                select(jobs).where(
+                    jobs.c.tenant_id == tenant, jobs.c.idempotency_key == row["idempotency_key"]
+                )
+            ).one()
+        job = to_job(existing)
+        if identity(job) != spec.identity():
+            raise IdempotencyConflict(job.id, "idempotency key already used for another request")
+        return SubmitResult(job, created=False)
+
+    def submit_many(
+        self,
+        specs: Iterable[JobSpec],
+        *,
+        tenant: str = DEFAULT_TENANT,
+        batch_id: uuid.UUID | None = None,
+        max_attempts: int | None = None,
+    ) -> BulkResult:
+        """Insert many jobs in one transaction; duplicates (in the input or already stored) fold.
+
+        PostgreSQL streams the rows with COPY into a temporary table and inserts from there;
+        SQLite uses executemany. Memory stays bounded by a chunk, whatever the input's length.
+        """
+        now = self.clock.now()
+        constants = {
+            "tenant_id": tenant, "batch_id": batch_id, "status": Q, "attempts": 0,
+            "max_attempts": max_attempts or self.max_attempts, "not_before": now,
+            "created_at": now, "updated_at": now,
+        }
+        with translated(), self.engine.begin() as conn:
+            received, inserted = bulk_insert.insert_jobs(conn, specs, constants)
+        return BulkResult(batch_id=batch_id, received=received, inserted=inserted)
+
+    # -- work -------------------------------------------------------------------------------
+
+    def _lease_values(self, worker: str, now: datetime) -> dict[str, Any]:
+        return {
+            "status": R, "lease_token": uuid.uuid4(), "lease_expires_at": now + self.lease,
+            "leased_by": worker, "attempts": jobs.c.attempts + 1, "updated_at": now,
+        }
+
+    def claim(self, job_id: uuid.UUID, *, worker: str) -> Claim | None:
+        """Lease one queued, due job; ``None`` when it is not claimable (running, done, early)."""
+        now = self.clock.now()
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == Q, jobs.c.not_before <= now)
+            .values(**self._lease_values(worker, now))
+            .returning(*jobs.c)
+        )
+        with translated(), self.engine.begin() as conn:
+            rows = conn.execute(stmt).all()
+            claims = self._claimed(conn, rows, worker, now)
+        return claims[0] if claims else None
+
+    def claim_next(self, limit: int, *, worker: str) -> list[Claim]:
+        """Lease up to ``limit`` due queued jobs, highest priority first, oldest first."""
+        now = self.clock.now()
+        due = (
+            select(jobs.c.id)
+            .where(jobs.c.status == Q, jobs.c.not_before <= now)
+            .order_by(jobs.c.priority.desc(), jobs.c.not_before, jobs.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with translated(), self.engine.begin() as conn:
+            # Lock first, then update: PostgreSQL may re-run an `IN (subquery LIMIT n)` per row,
+            # which would claim more than `limit` jobs.
+            ids = conn.execute(due).scalars().all()
+            if not ids:
+                return []
+            stmt = (
+                update(jobs)
+                .where(jobs.c.id.in_(ids), jobs.c.status == Q)
+                .values(**self._lease_values(worker, now))
+                .returning(*jobs.c)
+            )
+            rows = conn.execute(stmt).all()
+            return self._claimed(conn, rows, worker, now)
+
+    def _claimed(
+        self, conn: Connection, rows: Sequence[Any], worker: str, now: datetime
+    ) -> list[Claim]:
+        # RETURNING promises no order: hand claims out in the order they were chosen.
+        ordered = sorted(map(to_job, rows), key=lambda j: (-j.priority, j.not_before, j.id))
+        claims = [Claim(j, j.lease_token, j.lease_expires_at) for j in ordered]  # type: ignore[arg-type]
+        record(conn, [
+            {"job_id": c.job.id, "at": now, "action": "claimed", "from_status": Q,
+             "to_status": R, "attempt": c.attempt, "worker": worker}
+            for c in claims
+        ])
+        return claims
+
+    def heartbeat(self, job_id: uuid.UUID, token: uuid.UUID) -> datetime:
+        """Extend the lease; ``LeaseLost`` when the token is no longer the job's."""
+        now = self.clock.now()
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.lease_token == token, jobs.c.status == R)
+            .values(lease_expires_at=now + self.lease, updated_at=now)
+            .returning(jobs.c.lease_expires_at)
+        )
+        with translated(), self.engine.begin() as conn:
+            expires = conn.execute(stmt).scalar()
+            if expires is None:
+                self._refuse(conn, job_id, "heartbeat with a stale lease token")
+        return expires  # type: ignore[no-any-return]
+
+    def complete(self, job_id: uuid.UUID, token: uuid.UUID, result: Mapping[str, Any]) -> Job:
+        """Record success. Only the current lease holder can: a stale token raises ``LeaseLost``."""
+        now = self.clock.now()
+        values = {
+            "status": JobStatus.SUCCEEDED.value, "result": dict(result), "finished_at": now,
+            "updated_at": now, "last_error_code": None, "last_error_message": None,
+            **LEASE_CLEARED,
+        }
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.lease_token == token, jobs.c.status == R)
+            .values(**values)
+            .returning(*jobs.c)
+        )
+        with translated(), self.engine.begin() as conn:
+            row = conn.execute(stmt).first()
+            if row is None:
+                self._refuse(conn, job_id, "completion with a stale lease token")
+            job = to_job(row)
+            record(conn, [event(job, "completed", R, now)])
+        return job
+
+    def fail(self, job_id: uuid.UUID, token: uuid.UUID, error: ClipError) -> Job:
+        """Record a failed attempt: transient with attempts left → queued after a backoff;
+        permanent, or attempts spent → dead, with the error's reason code."""
+        now = self.clock.now()
+        with translated(), self.engine.begin() as conn:
+            held = conn.execute(
+                select(jobs.c.attempts, jobs.c.max_attempts)
+                .where(jobs.c.id == job_id, jobs.c.lease_token == token, jobs.c.status == R)
+                .with_for_update()
+            ).first()
+            if held is None:
+                self._refuse(conn, job_id, "failure reported with a stale lease token")
+            retry = error.transient and held.attempts < held.max_attempts
+            values = self._failure_values(retry, held.attempts, error.reason, error.message, now)
+            row = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.lease_token == token)
+                .values(**values)
+                .returning(*jobs.c)
+            ).one()
+            job = to_job(row)
+            record(conn, [event(job, "failed", R, now)])
+        return job
+
+    def _failure_values(
+        self, retry: bool, attempts: int, code: str, message: str, now: datetime
+    ) -> dict[str, Any]:
+        common = {
+            "last_error_code": code, "last_error_message": message[:2000], "updated_at": now,
+            **LEASE_CLEARED,
+        }
+        if retry:
+            delay = self.backoff.delay(attempts, self._rng)
+            return {"status": Q, "not_before": now + timedelta(seconds=delay), **common}
+        return {"status": JobStatus.DEAD.value, "finished_at": now, **common}
+
+    def reap(self, limit: int = 1000) -> ReapResult:
+        """Take back jobs whose lease expired (their worker died or hung).
+
+        Attempts were counted at claim time, so a job that keeps killing its workers ends
+        ``dead`` with reason ``lease_expired`` once its attempts are spent.
+        """
+        now = self.clock.now()
+        expired = (
+            select(jobs.c.id, jobs.c.lease_token, jobs.c.attempts, jobs.c.max_attempts)
+            .where(jobs.c.status == R, jobs.c.lease_expires_at < now)
+            .order_by(jobs.c.lease_expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        message = "the worker's lease expired before it finished (it died or hung)"
+        with translated(), self.engine.begin() as conn:
+            rows = conn.execute(expired).all()
+            updates = [
+                {"b_id": r.id, "b_token": r.lease_token,
+                 **self._failure_values(r.attempts < r.max_attempts, r.attempts,
+                                        LEASE_EXPIRED, message, now)}
+                for r in rows
+            ]
+            for group in by_keys(updates):
+                stmt = update(jobs).where(
+                    jobs.c.id == bindparam("b_id"), jobs.c.lease_token == bindparam("b_token")
+                ).values({k: bindparam(f"v_{k}") for k in group[0] if not k.startswith("b_")})
+                conn.execute(stmt, [prefixed(u) for u in group])
+            record(conn, [
+                {"job_id": u["b_id"], "at": now, "action": "reaped", "from_status": R,
+                 "to_status": u["status"], "attempt": r.attempts, "worker": None,
+                 "error_code": LEASE_EXPIRED, "error_message": message}
+                for u, r in zip(updates, rows, strict=True)
+            ])
+        dead = sum(1 for u in updates if u["status"] == JobStatus.DEAD.value)
+        return ReapResult(requeued=len(updates) - dead, dead=dead)
+
+    # -- operations -------------------------------------------------------------------------
+
+    def redrive(
+        self,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        ids: Sequence[uuid.UUID] | None = None,
+        reason: str | None = None,
+        batch_id: uuid.UUID | None = None,
+    ) -> int:
+        """Send dead jobs back to the queue with fresh attempts; returns how many moved.
+
+        At least one selector is required, so a slip cannot re-drive every dead letter.
+        """
+        if ids is None and reason is None and batch_id is None:
+            raise ValueError("redrive needs ids, a reason or a batch")
+        conds = [jobs.c.tenant_id == tenant, jobs.c.status == JobStatus.DEAD.value]
+        if ids is not None:
+            conds.append(jobs.c.id.in_(list(ids)))
+        if reason is not None:
+            conds.append(jobs.c.last_error_code == reason)
+        if batch_id is not None:
+            conds.append(jobs.c.batch_id == batch_id)
+        now = self.clock.now()
+        stmt = (
+            update(jobs)
+            .where(and_(*conds))
+            .values(status=Q, attempts=0, not_before=now, updated_at=now, finished_at=None,
+                    last_error_code=None, last_error_message=None)
+            .returning(jobs.c.id)
+        )
+        with translated(), self.engine.begin() as conn:
+            moved = conn.execute(stmt).scalars().all()
+            record(conn, [
+                {"job_id": i, "at": now, "action": "redriven", "from_status": "dead",
+                 "to_status": Q, "attempt": 0, "worker": None}
+                for i in moved
+            ])
+        return len(moved)
+
+    def cancel(self, job_id: uuid.UUID, *, tenant: str | None = None) -> Job:
+        """Cancel a queued or running job (a running worker's completion is then refused)."""
+        now = self.clock.now()
+        conds = [jobs.c.id == job_id, jobs.c.status.in_([Q, R])]
+        if tenant is not None:
+            conds.append(jobs.c.tenant_id == tenant)
+        with translated(), self.engine.begin() as conn:
+            before = conn.execute(
+                select(jobs.c.status).where(*conds).with_for_update()
+            ).scalar()
+            row = conn.execute(
+                update(jobs).where(*conds)
+                .values(status=JobStatus.CANCELLED.value, finished_at=now, updated_at=now,
+                        **LEASE_CLEARED)
+                .returning(*jobs.c)
+            ).first()
+            if row is None:
+                self._refuse(conn, job_id, "only queued or running jobs can be cancelled",
+                             tenant=tenant)
+            job = to_job(row)
+            record(conn, [event(job, "cancelled", before, now)])
+        return job
+
+    def get(self, job_id: uuid.UUID, *, tenant: str | None = None) -> Job:
+        conds = [jobs.c.id == job_id] + ([jobs.c.tenant_id == tenant] if tenant else [])
+        with translated(), self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(*conds)).first()
+        if row is None:
+            raise JobNotFound(job_id, "no such job")
+        return to_job(row)
+
+    def events(self, job_id: uuid.UUID) -> list[JobEvent]:
+        cols = [job_events.c[f] for f in JobEvent.__slots__]  # type: ignore[attr-defined]
+        query = select(*cols).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
+        with translated(), self.engine.connect() as conn:
+            return [JobEvent(*row) for row in conn.execute(query)]
+
+    def batch_counts(self, batch_id: uuid.UUID) -> BatchCounts:
+        by_status = (
+            select(jobs.c.status, func.count())
+            .where(jobs.c.batch_id == batch_id)
+            .group_by(jobs.c.status)
+        )
+        by_reason = (
+            select(jobs.c.last_error_code, func.count())
+            .where(jobs.c.batch_id == batch_id, jobs.c.status == JobStatus.DEAD.value)
+            .group_by(jobs.c.last_error_code)
+        )
+        with translated(), self.engine.connect() as conn:
+            statuses = {JobStatus(s): n for s, n in conn.execute(by_status)}
+            reasons = {r or "unknown": n for r, n in conn.execute(by_reason)}
+        return BatchCounts(by_status=statuses, dead_by_reason=reasons)
+
+    def _refuse(
+        self, conn: Connection, job_id: uuid.UUID, message: str, *, tenant: str | None = None
+    ) -> Any:
+        """Raise the right refusal: the job is unknown (to this tenant), or its state moved on."""
+        conds = [jobs.c.id == job_id] + ([jobs.c.tenant_id == tenant] if tenant else [])
+        status = conn.execute(select(jobs.c.status).where(*conds)).scalar()
+        if status is None:
+            raise JobNotFound(job_id, "no such job")
+        if "lease" in message:
+            raise LeaseLost(job_id, f"{message} (job is {status})")
+        raise TransitionRefused(job_id, f"{message} (job is {status})")
+
+

@@ -1,0 +1,170 @@
+"""The ledger's tables, for SQLAlchemy Core and Alembic alike (PostgreSQL and SQLite).
+
+Statuses are plain strings guarded by a CHECK constraint rather than a PostgreSQL ENUM, so a new
+status is a one-line migration on both databases.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from pipeline.jobs import JobStatus
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out, on PostgreSQL (timestamptz) and SQLite (text) alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        # SQLite compares timestamps as text: store one fixed, zone-less format.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+STATUSES = ", ".join(f"'{s.value}'" for s in JobStatus)
+NOW = text("CURRENT_TIMESTAMP")
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False, server_default=NOW),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("label", Text, nullable=True),
+    Column("meta", JSONDoc, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "tenant_id", "created_at"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("batch_id", Uuid, ForeignKey("batches.id"), nullable=True),
+    Column("source_bucket", Text, nullable=False),
+    Column("source_key", Text, nullable=False),
+    Column("source_version", Text, nullable=True),
+    Column("options", JSONDoc, nullable=False),
+    Column("model", String(64), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("priority", SmallInteger, nullable=False, server_default="0"),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False),
+    Column("not_before", UTCDateTime, nullable=False),
+    Column("lease_token", Uuid, nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("leased_by", String(255), nullable=True),
+    Column("last_error_code", String(64), nullable=True),
+    Column("last_error_message", Text, nullable=True),
+    Column("result", JSONDoc, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    CheckConstraint(f"status IN ({STATUSES})", name="status"),
+    CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
+    # Idempotent intake: one job per key per tenant.
+    Index(None, "tenant_id", "idempotency_key", unique=True),
+    # Claiming: the due queued jobs, best priority first. Partial, so it stays small.
+    Index(
+        "ix_jobs_claim",
+        text("priority DESC"),
+        "not_before",
+        "id",
+        postgresql_where=text("status = 'queued'"),
+        sqlite_where=text("status = 'queued'"),
+    ),
+    # Reaping: running jobs by lease expiry.
+    Index(
+        "ix_jobs_lease",
+        "lease_expires_at",
+        postgresql_where=text("status = 'running'"),
+        sqlite_where=text("status = 'running'"),
+    ),
+    # Listing a batch by status, and counting it.
+    Index(None, "batch_id", "status"),
+    # Listing a tenant's jobs by status, newest first by id (ids are time-ordered).
+    Index(None, "tenant_id", "status", "id"),
+    # Dead letters by reason.
+    Index(
+        "ix_jobs_dead_reason",
+        "tenant_id",
+        "last_error_code",
+        postgresql_where=text("status = 'dead'"),
+        sqlite_where=text("status = 'dead'"),
+    ),
+)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("job_id", Uuid, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("from_status", String(16), nullable=True),
+    Column("to_status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("worker", String(255), nullable=True),
+    Column("error_code", String(64), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Index(None, "job_id", "id"),
+)
+
+
+def row_dict(row: Any) -> dict[str, Any]:
+    return dict(row._mapping)

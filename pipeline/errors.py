@@ -1,0 +1,190 @@
+"""Clipline's one error hierarchy.
+
+Every failure that reaches the ledger is one of two kinds, and nothing else decides retry::
+
+    ClipError                      reason code + human message
+    ├── TransientError             retry with backoff (until max_attempts is spent)
+    │   ├── StorageUnavailable     storage_unavailable   S3 5xx, connection reset
+    │   ├── InferenceUnavailable   inference_unavailable Triton down, model not ready
+    │   ├── LedgerUnavailable      ledger_unavailable    database connection lost
+    │   └── OperationTimeout       timeout               any I/O past its deadline
+    └── PermanentError             dead letter at once
+        ├── ObjectMissing          object_missing        404 / no such file
+        ├── AccessDenied           access_denied         403
+        ├── ObjectTooLarge         object_too_large      more bytes than the cap
+        ├── NotAnImage             not_an_image          empty, text, unknown bytes
+        ├── UnsupportedFormat      unsupported_format    a real image outside the allowlist
+        ├── CorruptImage           corrupt_image         truncated or damaged data
+        ├── TooManyPixels          too_many_pixels       over the pixel limit (decompression bomb)
+        ├── UnsupportedMode        unsupported_mode      a pixel mode we cannot convert
+        ├── EmptyMask              empty_mask            nothing found, and the caller was strict
+        ├── InvalidOptions         invalid_options       output options that cannot be honoured
+        └── ModelError             model_error           missing file, wrong checksum, bad graph
+
+Vendor exceptions (botocore, tritonclient, sqlalchemy, PIL) are translated into these once, at the
+adapter that called the vendor, with ``raise ... from exc``.
+
+Ledger refusals are not job failures: they tell a caller that the state it assumed is gone.
+``LeaseLost`` (a stale or foreign lease token), ``JobNotFound`` and ``TransitionRefused``
+derive from ``LedgerRefusal``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ClipError(Exception):
+    """Base of every failure Clipline records against a job."""
+
+    reason: ClassVar[str] = "internal_error"
+    default_message: ClassVar[str] = "internal error"
+    transient: ClassVar[bool] = False
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reason={self.reason!r}, message={self.message!r})"
+
+
+class TransientError(ClipError):
+    """Worth another attempt after a backoff."""
+
+    reason = "transient_error"
+    default_message = "temporary failure"
+    transient = True
+
+
+class PermanentError(ClipError):
+    """Will fail the same way every time: dead-letter at once."""
+
+    reason = "permanent_error"
+    default_message = "permanent failure"
+    transient = False
+
+
+# -- transient leaves -------------------------------------------------------------------------
+
+
+class StorageUnavailable(TransientError):
+    reason = "storage_unavailable"
+    default_message = "object storage did not answer or answered with a server error"
+
+
+class InferenceUnavailable(TransientError):
+    reason = "inference_unavailable"
+    default_message = "the inference server or its model is not available"
+
+
+class LedgerUnavailable(TransientError):
+    reason = "ledger_unavailable"
+    default_message = "the job ledger's database is not reachable"
+
+
+class OperationTimeout(TransientError):
+    reason = "timeout"
+    default_message = "an operation ran past its deadline"
+
+
+# -- permanent leaves -------------------------------------------------------------------------
+
+
+class ObjectMissing(PermanentError):
+    reason = "object_missing"
+    default_message = "the source object does not exist"
+
+
+class AccessDenied(PermanentError):
+    reason = "access_denied"
+    default_message = "access to the object was denied"
+
+
+class ObjectTooLarge(PermanentError):
+    reason = "object_too_large"
+    default_message = "the source object is larger than the byte limit"
+
+
+class NotAnImage(PermanentError):
+    reason = "not_an_image"
+    default_message = "the data is not an image"
+
+
+class UnsupportedFormat(PermanentError):
+    reason = "unsupported_format"
+    default_message = "the image format is not supported"
+
+
+class CorruptImage(PermanentError):
+    reason = "corrupt_image"
+    default_message = "the image data is truncated or corrupt"
+
+
+class TooManyPixels(PermanentError):
+    reason = "too_many_pixels"
+    default_message = "the image has more pixels than the limit"
+
+
+class UnsupportedMode(PermanentError):
+    reason = "unsupported_mode"
+    default_message = "the image's pixel mode cannot be converted"
+
+
+class EmptyMask(PermanentError):
+    reason = "empty_mask"
+    default_message = "no subject was found in the image"
+
+
+class InvalidOptions(PermanentError):
+    reason = "invalid_options"
+    default_message = "the output options are invalid"
+
+
+class ModelError(PermanentError):
+    reason = "model_error"
+    default_message = "the segmentation model is missing or invalid"
+
+
+# -- ledger refusals --------------------------------------------------------------------------
+
+
+class LedgerRefusal(Exception):
+    """The ledger refused an operation because the job is not in the state the caller assumed."""
+
+    reason: ClassVar[str] = "refused"
+
+    def __init__(self, job_id: object, message: str) -> None:
+        self.job_id = job_id
+        self.message = message
+        super().__init__(f"job {job_id}: {message}")
+
+
+class JobNotFound(LedgerRefusal):
+    reason = "not_found"
+
+
+class LeaseLost(LedgerRefusal):
+    """The lease token is stale: another attempt owns the job now, or it has finished."""
+
+    reason = "lease_lost"
+
+
+class TransitionRefused(LedgerRefusal):
+    """The job's status does not allow the asked-for transition (e.g. cancelling a finished job)."""
+
+    reason = "transition_refused"
+
+
+PERMANENT_REASONS: frozenset[str] = frozenset(
+    cls.reason for cls in PermanentError.__subclasses__()
+)
+TRANSIENT_REASONS: frozenset[str] = frozenset(
+    cls.reason for cls in TransientError.__subclasses__()
+)
+
+
+class IdempotencyConflict(LedgerRefusal):
+    """The idempotency key is already used by a job with a different source, options or model."""
+
+    reason = "idempotency_conflict"

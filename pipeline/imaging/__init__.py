@@ -1,0 +1,1 @@
+"""Pure, bounded image code: safe decoding, resizing for the model, composing and encoding."""

@@ -1,0 +1,172 @@
+"""Job and batch values, the job status machine, and idempotency keys. Pure: no I/O.
+
+Status machine (``TRANSITIONS``)::
+
+    queued ──claim──► running ──complete──► succeeded
+      ▲  │               │ ├──fail(transient, attempts left) / reap──► queued
+      │  │               │ └──fail(permanent) / attempts spent ──────► dead ──redrive──► queued
+      │  └──cancel──► cancelled ◄──cancel──┘
+      └──────────────────────────────────────────────────────────────────┘
+
+``succeeded``, ``dead`` and ``cancelled`` are terminal; only ``dead`` can be re-driven.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED})
+
+TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.SUCCEEDED, JobStatus.QUEUED, JobStatus.DEAD, JobStatus.CANCELLED}
+    ),
+    JobStatus.DEAD: frozenset({JobStatus.QUEUED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+LEASE_EXPIRED = "lease_expired"
+"""Reason code recorded when a worker stopped heart-beating (it died or hung)."""
+
+DEFAULT_TENANT = "default"
+
+
+def allowed(src: JobStatus, dst: JobStatus) -> bool:
+    return dst in TRANSITIONS[src]
+
+
+def new_id() -> uuid.UUID:
+    """A time-ordered UUID (version 7 layout): new rows land at the right edge of the index."""
+    ms = time.time_ns() // 1_000_000
+    value = (ms & ((1 << 48) - 1)) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation used for hashing: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What a producer asks for; the ledger turns it into a job row."""
+
+    bucket: str
+    key: str
+    version: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    model: str = "u2netp"
+    priority: int = 0
+    idempotency_key: str | None = None
+
+    def dedupe_key(self) -> str:
+        """The explicit idempotency key, or one derived from everything that shapes the output.
+
+        Two specs with the same source (bucket, key, version), normalised options and model are
+        the same job, so a re-sent event or a re-submitted manifest line folds into the first.
+        """
+        if self.idempotency_key:
+            return self.idempotency_key
+        return "h:" + hashlib.sha256(self.identity().encode()).hexdigest()
+
+    def identity(self) -> str:
+        """Everything that shapes the output, canonically serialised."""
+        return canonical_json([self.bucket, self.key, self.version, dict(self.options), self.model])
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job row as the ledger returns it."""
+
+    id: uuid.UUID
+    tenant_id: str
+    batch_id: uuid.UUID | None
+    bucket: str
+    key: str
+    version: str | None
+    options: Mapping[str, Any]
+    model: str
+    idempotency_key: str
+    priority: int
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    not_before: datetime
+    lease_token: uuid.UUID | None
+    lease_expires_at: datetime | None
+    leased_by: str | None
+    last_error_code: str | None
+    last_error_message: str | None
+    result: Mapping[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A job together with the lease that lets its holder finish it."""
+
+    job: Job
+    token: uuid.UUID
+    expires_at: datetime
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempts
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    job: Job
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    batch_id: uuid.UUID | None
+    received: int
+    inserted: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.received - self.inserted
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCounts:
+    by_status: Mapping[JobStatus, int]
+    dead_by_reason: Mapping[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+    def __getitem__(self, status: JobStatus) -> int:
+        return self.by_status.get(status, 0)

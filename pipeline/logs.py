@@ -1,0 +1,58 @@
+"""structlog, configured once per process.
+
+Services log JSON lines; a person at a terminal gets readable console output. Context such as
+``job_id``, ``batch_id`` and ``tenant`` is bound with :func:`bind` and rides on every event the
+current thread or task writes until :func:`clear` is called.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Literal
+
+import structlog
+
+_configured = False
+
+
+def configure(
+    fmt: Literal["auto", "json", "console"] = "auto", level: str = "INFO"
+) -> None:
+    """Set up structlog and the stdlib root logger; safe to call more than once."""
+    global _configured
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if use_json:
+        shared.append(structlog.processors.format_exc_info)
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    _configured = True
+
+
+def get(name: str | None = None) -> Any:
+    """A structlog logger; event names are stable snake_case (``job_claimed``)."""
+    return structlog.get_logger(name)
+
+
+def bind(**values: Any) -> None:
+    """Bind context (job_id, batch_id, tenant, attempt) for this thread or task."""
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def clear() -> None:
+    structlog.contextvars.clear_contextvars()

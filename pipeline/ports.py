@@ -1,0 +1,68 @@
+"""The small Protocols the core depends on. Adapters implement them; fakes ship in-package.
+
+Only ``pipeline/adapters`` may import the vendor libraries behind these ports.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from pipeline.errors import ClipError
+    from pipeline.jobs import Claim, Job
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """A segmentation model: uint8 RGB images at model size in, float masks out."""
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the model expects."""
+        ...
+
+    def predict(self, images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """``images`` is [N, H, W, 3] uint8 RGB; returns [N, H, W] float32 in [0, 1]."""
+        ...
+
+
+class ObjectStore(Protocol):
+    """Where source images are read and cut-outs written (S3, a folder, memory)."""
+
+    def get(self, bucket: str, key: str, *, version: str | None = None) -> bytes: ...
+
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None: ...
+
+
+class JobLedger(Protocol):
+    """The part of the ledger a worker needs: lease a job, keep it, finish it."""
+
+    def claim(self, job_id: uuid.UUID, *, worker: str) -> Claim | None: ...
+
+    def heartbeat(self, job_id: uuid.UUID, token: uuid.UUID) -> datetime: ...
+
+    def complete(
+        self, job_id: uuid.UUID, token: uuid.UUID, result: Mapping[str, Any]
+    ) -> Job: ...
+
+    def fail(self, job_id: uuid.UUID, token: uuid.UUID, error: ClipError) -> Job: ...

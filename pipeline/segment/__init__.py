@@ -1,0 +1,1 @@
+"""Segmentation models behind the Segmenter port (see pipeline.ports)."""

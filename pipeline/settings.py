@@ -1,0 +1,85 @@
+"""The one place that reads the environment.
+
+Every value has a default that runs Clipline embedded on one machine (SQLite, local folders,
+ONNX Runtime in process). Production sets the service URLs through ``CLIPLINE_*`` variables.
+A bad value fails at start-up and pydantic names the variable.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLIPLINE_", env_file=None, extra="forbid", frozen=True
+    )
+
+    # -- where things live ------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("clipline-data"),
+        description="Folder for the embedded ledger, models and local outputs.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the ledger; unset means SQLite at DATA_DIR/ledger.sqlite3. "
+        "Production: postgresql+psycopg://user@host/db.",
+    )
+    models_dir: Path | None = Field(
+        default=None, description="Folder of model files; unset means DATA_DIR/models."
+    )
+    model: str = Field(default="u2netp", description="Name of the segmentation model spec.")
+
+    # -- services (production) --------------------------------------------------------------
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Celery broker (wake-up only)."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint (AWS when unset; MinIO or moto by URL)."
+    )
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_output_bucket: str | None = Field(default=None, description="Bucket for cut-outs.")
+    segmenter: Literal["onnx", "triton"] = Field(
+        default="onnx", description="Run the model in process (onnx) or on a Triton server."
+    )
+    triton_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC address.")
+
+    # -- ledger behaviour -------------------------------------------------------------------
+    lease_seconds: PositiveFloat = Field(
+        default=120.0, description="How long a claim holds a job before it may be reaped."
+    )
+    max_attempts: PositiveInt = Field(default=5, description="Attempts before a job is dead.")
+    backoff_base_seconds: PositiveFloat = Field(
+        default=2.0, description="First retry delay; doubles each attempt, with jitter."
+    )
+    backoff_max_seconds: PositiveFloat = Field(default=600.0, description="Retry delay cap.")
+    db_pool_size: PositiveInt = Field(default=5, description="Connections kept per process.")
+    db_pool_timeout_seconds: PositiveFloat = Field(
+        default=10.0, description="Wait for a pooled connection before giving up."
+    )
+    db_statement_timeout_seconds: PositiveFloat = Field(
+        default=30.0, description="PostgreSQL statement_timeout / SQLite busy timeout."
+    )
+
+    # -- logging ----------------------------------------------------------------------------
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: console on a terminal, JSON otherwise."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level written."
+    )
+
+    @cached_property
+    def ledger_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'ledger.sqlite3').resolve()}"
+
+    @cached_property
+    def model_folder(self) -> Path:
+        return self.models_dir if self.models_dir is not None else self.data_dir / "models"

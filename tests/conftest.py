@@ -1,0 +1,111 @@
+"""Shared fixtures: a fresh PostgreSQL database per test session, SQLite files per test.
+
+The services are real: PostgreSQL on 127.0.0.1:5432 (``.ci/run`` starts it when it is down).
+Set CLIPLINE_TEST_PG to point elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from pipeline.adapters.database import make_engine, upgrade
+from pipeline.adapters.ledger_sql import SqlLedger
+from pipeline.clock import ManualClock
+from pipeline.retry import Backoff
+
+PG_SERVER = os.environ.get("CLIPLINE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+LEDGER_TABLES = "job_events, jobs, batches, tenants"
+
+
+def _admin_engine():  # type: ignore[no-untyped-def]
+    return create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database of its own for this test session, dropped at the end."""
+    name = f"clipline_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_ledger_url(pg_database: str) -> str:
+    upgrade(pg_database)
+    return pg_database
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "ledger.sqlite3"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty ledger database: a fresh SQLite file, or the session's PostgreSQL
+    database emptied (only the default tenant left)."""
+    return _ledger_url(request, request.param, tmp_path)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def sql_ledger(ledger_url: str, clock: ManualClock) -> Iterator[SqlLedger]:
+    ledger = SqlLedger(
+        make_engine(ledger_url),
+        clock=clock,
+        lease_seconds=60,
+        max_attempts=3,
+        backoff=Backoff(base=2.0, cap=60.0),
+    )
+    yield ledger
+    ledger.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, clock: ManualClock, tmp_path: Path) -> Iterator[object]:
+    """Every ledger implementation, held to one contract."""
+    from pipeline.adapters.memory_ledger import MemoryLedger
+
+    settings = {"clock": clock, "lease_seconds": 60, "max_attempts": 3,
+                "backoff": Backoff(base=2.0, cap=60.0)}
+    if request.param == "memory":
+        yield MemoryLedger(**settings)  # type: ignore[arg-type]
+        return
+    url = _ledger_url(request, request.param, tmp_path)
+    sql = SqlLedger(make_engine(url), **settings)  # type: ignore[arg-type]
+    yield sql
+    sql.close()
+
+
+def _ledger_url(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> str:
+    if kind == "sqlite":
+        path = tmp_path / "ledger.sqlite3"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("pg_ledger_url")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {LEDGER_TABLES} CASCADE"))
+        conn.execute(text("INSERT INTO tenants (id, name) VALUES ('default', 'default')"))
+    engine.dispose()
+    return url
