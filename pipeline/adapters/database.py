@@ -40,7 +40,10 @@ def make_engine(
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout. A connection that died in the pool
+        # fails its first statement, which surfaces as the transient LedgerUnavailable and
+        # invalidates the pool, so the retry gets a fresh connection.
+        pool_recycle=1800,
         connect_args=connect_args,
     )
 
@@ -96,18 +99,25 @@ def alembic_config(url: str) -> Any:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def _migrate(url: str, action: str, revision: str) -> None:
     from alembic import command
 
-    with translated():
-        command.upgrade(alembic_config(url), revision)
+    cfg = alembic_config(url)
+    engine = make_engine(url)
+    try:
+        with translated(), engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            getattr(command, action)(cfg, revision)
+    finally:
+        engine.dispose()
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    _migrate(url, "upgrade", revision)
 
 
 def downgrade(url: str, revision: str) -> None:
-    from alembic import command
-
-    with translated():
-        command.downgrade(alembic_config(url), revision)
+    _migrate(url, "downgrade", revision)
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -115,3 +125,8 @@ def current_revision(engine: Engine) -> str | None:
 
     with translated(), engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password masked, fit for logs and terminals."""
+    return make_url(url).render_as_string(hide_password=True)

@@ -64,11 +64,15 @@ def identity(job: Job) -> str:
     return JobSpec(job.bucket, job.key, job.version, job.options, job.model).identity()
 
 
-def event(job: Job, action: str, from_status: str | None, now: datetime) -> dict[str, Any]:
+def event(
+    job: Job, action: str, from_status: str | None, now: datetime, *, with_error: bool = True
+) -> dict[str, Any]:
+    """The event row for a job that just moved; errors are logged only on failing moves."""
     return {
         "job_id": job.id, "at": now, "action": action, "from_status": from_status,
         "to_status": job.status.value, "attempt": job.attempts, "worker": job.leased_by,
-        "error_code": job.last_error_code, "error_message": job.last_error_message,
+        "error_code": job.last_error_code if with_error else None,
+        "error_message": job.last_error_message if with_error else None,
     }
 
 

@@ -13,11 +13,21 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pipeline.adapters import bulk_insert
@@ -32,6 +42,7 @@ from pipeline.adapters.ledger_rows import (
     record,
     to_job,
 )
+from pipeline.adapters.ledger_statements import LEASE_CLEARED, Move, Statements
 from pipeline.adapters.schema import batches, job_events, jobs, tenants
 from pipeline.clock import SystemClock
 from pipeline.errors import (
@@ -58,7 +69,6 @@ from pipeline.retry import Backoff
 from pipeline.settings import Settings
 
 Q, R = JobStatus.QUEUED.value, JobStatus.RUNNING.value
-LEASE_CLEARED = {"lease_token": None, "lease_expires_at": None}
 
 
 class SqlLedger:
@@ -80,7 +90,10 @@ class SqlLedger:
         self.max_attempts = max_attempts
         self.backoff = backoff or Backoff()
         self._rng = rng or random.Random()
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._pg = engine.dialect.name == "postgresql"
+        self._insert = postgresql.insert if self._pg else sqlite.insert
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._sql = Statements(pg=self._pg)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> SqlLedger:
@@ -191,75 +204,40 @@ class SqlLedger:
 
     # -- work -------------------------------------------------------------------------------
 
-    def _lease_values(self, worker: str, now: datetime) -> dict[str, Any]:
-        return {
-            "status": R, "lease_token": uuid.uuid4(), "lease_expires_at": now + self.lease,
-            "leased_by": worker, "attempts": jobs.c.attempts + 1, "updated_at": now,
-        }
+    def _lease_params(self, worker: str, now: datetime) -> dict[str, Any]:
+        return {"p_now": now, "p_expires": now + self.lease, "p_worker": worker,
+                "p_new_token": uuid.uuid4()}
 
     def claim(self, job_id: uuid.UUID, *, worker: str) -> Claim | None:
         """Lease one queued, due job; ``None`` when it is not claimable (running, done, early)."""
         now = self.clock.now()
-        stmt = (
-            update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status == Q, jobs.c.not_before <= now)
-            .values(**self._lease_values(worker, now))
-            .returning(*jobs.c)
-        )
-        with translated(), self.engine.begin() as conn:
-            rows = conn.execute(stmt).all()
-            claims = self._claimed(conn, rows, worker, now)
+        params = {"p_job_id": job_id, **self._lease_params(worker, now)}
+        with translated(), self._atomic() as conn:
+            claims = _claims(self._run(conn, self._sql.claim, params, now))
         return claims[0] if claims else None
 
     def claim_next(self, limit: int, *, worker: str) -> list[Claim]:
-        """Lease up to ``limit`` due queued jobs, highest priority first, oldest first."""
-        now = self.clock.now()
-        due = (
-            select(jobs.c.id)
-            .where(jobs.c.status == Q, jobs.c.not_before <= now)
-            .order_by(jobs.c.priority.desc(), jobs.c.not_before, jobs.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        with translated(), self.engine.begin() as conn:
-            # Lock first, then update: PostgreSQL may re-run an `IN (subquery LIMIT n)` per row,
-            # which would claim more than `limit` jobs.
-            ids = conn.execute(due).scalars().all()
-            if not ids:
-                return []
-            stmt = (
-                update(jobs)
-                .where(jobs.c.id.in_(ids), jobs.c.status == Q)
-                .values(**self._lease_values(worker, now))
-                .returning(*jobs.c)
-            )
-            rows = conn.execute(stmt).all()
-            return self._claimed(conn, rows, worker, now)
+        """Lease up to ``limit`` due queued jobs, highest priority first, oldest first.
 
-    def _claimed(
-        self, conn: Connection, rows: Sequence[Any], worker: str, now: datetime
-    ) -> list[Claim]:
-        # RETURNING promises no order: hand claims out in the order they were chosen.
-        ordered = sorted(map(to_job, rows), key=lambda j: (-j.priority, j.not_before, j.id))
-        claims = [Claim(j, j.lease_token, j.lease_expires_at) for j in ordered]  # type: ignore[arg-type]
-        record(conn, [
-            {"job_id": c.job.id, "at": now, "action": "claimed", "from_status": Q,
-             "to_status": R, "attempt": c.attempt, "worker": worker}
-            for c in claims
-        ])
-        return claims
+        Every job leased by one call shares one lease token.
+        """
+        now = self.clock.now()
+        params = {"p_limit": limit, **self._lease_params(worker, now)}
+        with translated(), self._atomic() as conn:
+            if not self._pg:
+                ids = conn.execute(self._sql.due, {"p_now": now, "p_limit": limit}).scalars().all()
+                if not ids:
+                    return []
+                params["p_ids"] = ids
+            return _claims(self._run(conn, self._sql.claim_next, params, now))
 
     def heartbeat(self, job_id: uuid.UUID, token: uuid.UUID) -> datetime:
         """Extend the lease; ``LeaseLost`` when the token is no longer the job's."""
         now = self.clock.now()
-        stmt = (
-            update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.lease_token == token, jobs.c.status == R)
-            .values(lease_expires_at=now + self.lease, updated_at=now)
-            .returning(jobs.c.lease_expires_at)
-        )
-        with translated(), self.engine.begin() as conn:
-            expires = conn.execute(stmt).scalar()
+        params = {"p_job_id": job_id, "p_token": token, "p_now": now,
+                  "p_expires": now + self.lease}
+        with translated(), self._atomic() as conn:
+            expires = conn.execute(self._sql.heartbeat, params).scalar()
             if expires is None:
                 self._refuse(conn, job_id, "heartbeat with a stale lease token")
         return expires  # type: ignore[no-any-return]
@@ -267,24 +245,36 @@ class SqlLedger:
     def complete(self, job_id: uuid.UUID, token: uuid.UUID, result: Mapping[str, Any]) -> Job:
         """Record success. Only the current lease holder can: a stale token raises ``LeaseLost``."""
         now = self.clock.now()
-        values = {
-            "status": JobStatus.SUCCEEDED.value, "result": dict(result), "finished_at": now,
-            "updated_at": now, "last_error_code": None, "last_error_message": None,
-            **LEASE_CLEARED,
-        }
-        stmt = (
-            update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.lease_token == token, jobs.c.status == R)
-            .values(**values)
-            .returning(*jobs.c)
-        )
-        with translated(), self.engine.begin() as conn:
-            row = conn.execute(stmt).first()
-            if row is None:
+        params = {"p_job_id": job_id, "p_token": token, "p_now": now, "p_result": dict(result)}
+        with translated(), self._atomic() as conn:
+            rows = self._run(conn, self._sql.complete, params, now)
+            if not rows:
                 self._refuse(conn, job_id, "completion with a stale lease token")
-            job = to_job(row)
-            record(conn, [event(job, "completed", R, now)])
-        return job
+        return to_job(rows[0])
+
+    @contextmanager
+    def _atomic(self) -> Iterator[Connection]:
+        """A connection for an operation whose writes are ONE statement.
+
+        On PostgreSQL that statement is atomic by itself, so it runs in autocommit: one round
+        trip instead of BEGIN, statement, COMMIT. SQLite gets its usual immediate transaction.
+        """
+        if self._pg:
+            with self._autocommit.connect() as conn:
+                yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+    def _run(
+        self, conn: Connection, move: Move, params: Mapping[str, Any], now: datetime
+    ) -> list[Any]:
+        """Run a prepared job move; log its events unless the statement already did."""
+        rows = list(conn.execute(move.statement, params).all())
+        if not move.logs_itself:
+            record(conn, [event(to_job(r), move.action, move.from_status, now,
+                                with_error=move.with_error) for r in rows])
+        return rows
 
     def fail(self, job_id: uuid.UUID, token: uuid.UUID, error: ClipError) -> Job:
         """Record a failed attempt: transient with attempts left → queued after a backoff;
@@ -419,7 +409,7 @@ class SqlLedger:
                 self._refuse(conn, job_id, "only queued or running jobs can be cancelled",
                              tenant=tenant)
             job = to_job(row)
-            record(conn, [event(job, "cancelled", before, now)])
+            record(conn, [event(job, "cancelled", before, now, with_error=False)])
         return job
 
     def get(self, job_id: uuid.UUID, *, tenant: str | None = None) -> Job:
@@ -465,3 +455,10 @@ class SqlLedger:
         raise TransitionRefused(job_id, f"{message} (job is {status})")
 
 
+
+
+
+def _claims(rows: Sequence[Any]) -> list[Claim]:
+    # RETURNING promises no order: hand claims out in the order they were chosen.
+    ordered = sorted(map(to_job, rows), key=lambda j: (-j.priority, j.not_before, j.id))
+    return [Claim(j, j.lease_token, j.lease_expires_at) for j in ordered]  # type: ignore[arg-type]

@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
+from pydantic import ValidationError
 
 from pipeline.cli import db
+from pipeline.errors import ClipError, LedgerRefusal
 
 app = typer.Typer(
     name="clipline",
     help="Clipline: cut product images out of their backgrounds, one image or millions.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 app.add_typer(db.app, name="db")
+
+
+def main() -> None:
+    """Entry point: a known failure is one clear line on stderr and exit status 2."""
+    try:
+        app()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CLIPLINE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        _fail(f"invalid setting: {problems}")
+    except (ClipError, LedgerRefusal) as exc:
+        _fail(f"{exc.reason}: {exc}")
+
+
+def _fail(message: str) -> None:
+    print(f"clipline: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,39 @@
+# Each target sets itself up on a fresh machine: a virtual environment in .venv, the package
+# installed in it, and the local services started when they are down.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help venv services demo test lint bench-ledger clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create .venv and install Clipline with its test tools
+
+services:  ## start PostgreSQL and Redis on 127.0.0.1 if they are down
+	./scripts/services.sh
+
+demo: venv  ## run the embedded demo (SQLite, local folders, ONNX Runtime)
+	$(BIN)/clipline demo
+
+test: venv services  ## lint, then every test against the real services
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: venv  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench-ledger: venv services  ## the ledger benchmark on PostgreSQL (see docs/PERFORMANCE.md)
+	$(BIN)/python bench/ledger.py
+
+clean:  ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
