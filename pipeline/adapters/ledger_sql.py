@@ -24,12 +24,12 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
-    insert,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pipeline import logs
 from pipeline.adapters import bulk_insert
 from pipeline.adapters.database import make_engine, translated
 from pipeline.adapters.ledger_rows import (
@@ -69,6 +69,7 @@ from pipeline.retry import Backoff
 from pipeline.settings import Settings
 
 Q, R = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+log = logs.get(__name__)
 
 
 class SqlLedger:
@@ -127,11 +128,14 @@ class SqlLedger:
         *,
         label: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        batch_id: uuid.UUID | None = None,
     ) -> uuid.UUID:
-        batch_id = new_id()
+        """Create a batch; with an explicit ``batch_id`` that already exists, reuse it."""
+        batch_id = batch_id or new_id()
         values = {"id": batch_id, "tenant_id": tenant, "label": label, "meta": meta}
+        stmt = self._insert(batches).values(created_at=self.clock.now(), **values)
         with translated(), self.engine.begin() as conn:
-            conn.execute(insert(batches).values(created_at=self.clock.now(), **values))
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
         return batch_id
 
     def _row(self, spec: JobSpec, tenant: str, batch_id: uuid.UUID | None, now: datetime,
@@ -216,20 +220,21 @@ class SqlLedger:
             claims = _claims(self._run(conn, self._sql.claim, params, now))
         return claims[0] if claims else None
 
-    def claim_next(self, limit: int, *, worker: str) -> list[Claim]:
-        """Lease up to ``limit`` due queued jobs, highest priority first, oldest first.
-
-        Every job leased by one call shares one lease token.
-        """
+    def claim_next(
+        self, limit: int, *, worker: str, batch_id: uuid.UUID | None = None
+    ) -> list[Claim]:
+        """Lease up to ``limit`` due queued jobs (of one batch, if given), highest priority
+        first, oldest first. Every job leased by one call shares one lease token."""
         now = self.clock.now()
-        params = {"p_limit": limit, **self._lease_params(worker, now)}
+        due, move = self._sql.claim_next(batch=batch_id is not None)
+        params = {"p_limit": limit, "p_batch": batch_id, **self._lease_params(worker, now)}
         with translated(), self._atomic() as conn:
             if not self._pg:
-                ids = conn.execute(self._sql.due, {"p_now": now, "p_limit": limit}).scalars().all()
+                ids = conn.execute(due, params).scalars().all()
                 if not ids:
                     return []
                 params["p_ids"] = ids
-            return _claims(self._run(conn, self._sql.claim_next, params, now))
+            return _claims(self._run(conn, move, params, now))
 
     def heartbeat(self, job_id: uuid.UUID, token: uuid.UUID) -> datetime:
         """Extend the lease; ``LeaseLost`` when the token is no longer the job's."""
@@ -298,6 +303,7 @@ class SqlLedger:
             ).one()
             job = to_job(row)
             record(conn, [event(job, "failed", R, now)])
+        _log_failure(job)
         return job
 
     def _failure_values(
@@ -312,16 +318,20 @@ class SqlLedger:
             return {"status": Q, "not_before": now + timedelta(seconds=delay), **common}
         return {"status": JobStatus.DEAD.value, "finished_at": now, **common}
 
-    def reap(self, limit: int = 1000) -> ReapResult:
+    def reap(self, limit: int = 1000, *, every_lease: bool = False) -> ReapResult:
         """Take back jobs whose lease expired (their worker died or hung).
 
         Attempts were counted at claim time, so a job that keeps killing its workers ends
-        ``dead`` with reason ``lease_expired`` once its attempts are spent.
+        ``dead`` with reason ``lease_expired`` once its attempts are spent. ``every_lease``
+        takes back live leases too: only for a sole owner (an embedded run holding its lock)
+        that knows every holder is gone.
         """
         now = self.clock.now()
+        expired_rule = jobs.c.status == R if every_lease else and_(
+            jobs.c.status == R, jobs.c.lease_expires_at < now)
         expired = (
             select(jobs.c.id, jobs.c.lease_token, jobs.c.attempts, jobs.c.max_attempts)
-            .where(jobs.c.status == R, jobs.c.lease_expires_at < now)
+            .where(expired_rule)
             .order_by(jobs.c.lease_expires_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -347,6 +357,8 @@ class SqlLedger:
                 for u, r in zip(updates, rows, strict=True)
             ])
         dead = sum(1 for u in updates if u["status"] == JobStatus.DEAD.value)
+        if updates:
+            log.warning("leases_reaped", requeued=len(updates) - dead, dead=dead)
         return ReapResult(requeued=len(updates) - dead, dead=dead)
 
     # -- operations -------------------------------------------------------------------------
@@ -420,6 +432,30 @@ class SqlLedger:
             raise JobNotFound(job_id, "no such job")
         return to_job(row)
 
+    def list_jobs(
+        self,
+        *,
+        tenant: str | None = None,
+        batch_id: uuid.UUID | None = None,
+        status: JobStatus | None = None,
+        reason: str | None = None,
+        after: uuid.UUID | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Jobs matching every filter given, oldest first; ``after`` is the last id of the
+        previous page (ids are time-ordered, so this is a stable cursor)."""
+        conds = []
+        for column, value in ((jobs.c.tenant_id, tenant), (jobs.c.batch_id, batch_id),
+                              (jobs.c.status, status.value if status else None),
+                              (jobs.c.last_error_code, reason)):
+            if value is not None:
+                conds.append(column == value)
+        if after is not None:
+            conds.append(jobs.c.id > after)
+        query = select(jobs).where(*conds).order_by(jobs.c.id).limit(limit)
+        with translated(), self.engine.connect() as conn:
+            return [to_job(row) for row in conn.execute(query)]
+
     def events(self, job_id: uuid.UUID) -> list[JobEvent]:
         cols = [job_events.c[f] for f in JobEvent.__slots__]  # type: ignore[attr-defined]
         query = select(*cols).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
@@ -456,6 +492,15 @@ class SqlLedger:
 
 
 
+
+
+def _log_failure(job: Job) -> None:
+    fields = {"job_id": str(job.id), "attempt": job.attempts, "reason": job.last_error_code,
+              "batch_id": str(job.batch_id) if job.batch_id else None}
+    if job.status is JobStatus.DEAD:
+        log.warning("job_dead_lettered", message=job.last_error_message, **fields)
+    else:  # a failure that will be retried is not an error
+        log.info("job_retry_scheduled", not_before=job.not_before.isoformat(), **fields)
 
 
 def _claims(rows: Sequence[Any]) -> list[Claim]:

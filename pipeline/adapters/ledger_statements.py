@@ -35,6 +35,7 @@ NEW_TOKEN = bindparam("p_new_token", type_=jobs.c.lease_token.type)
 WORKER = bindparam("p_worker", type_=jobs.c.leased_by.type)
 RESULT = bindparam("p_result", type_=JSONDoc)
 LIMIT = bindparam("p_limit")
+BATCH = bindparam("p_batch", type_=jobs.c.batch_id.type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,25 +81,8 @@ class Statements:
             .returning(*jobs.c),
             "claimed", Q, pg=pg,
         )
-        due = (
-            select(jobs.c.id)
-            .where(jobs.c.status == Q, jobs.c.not_before <= NOW)
-            .order_by(jobs.c.priority.desc(), jobs.c.not_before, jobs.c.id)
-            .limit(LIMIT)
-            .with_for_update(skip_locked=True)
-        )
-        if pg:
-            # A locking CTE runs once; `IN (subquery LIMIT n)` may be re-run per row and so
-            # claim more than `limit` jobs.
-            chosen = due.cte("due")
-            pick = update(jobs).where(jobs.c.id == chosen.c.id, jobs.c.status == Q)
-        else:
-            # SQLite: the ids are selected first (the transaction holds the write lock).
-            pick = update(jobs).where(
-                jobs.c.id.in_(bindparam("p_ids", expanding=True)), jobs.c.status == Q
-            )
-        self.due = due
-        self.claim_next = _move(pick.values(**_lease()).returning(*jobs.c), "claimed", Q, pg=pg)
+        self._pg = pg
+        self._claim_next = {batch: self._build_claim_next(batch) for batch in (False, True)}
         self.complete = _move(
             update(jobs)
             .where(jobs.c.id == JOB_ID, jobs.c.lease_token == TOKEN, jobs.c.status == R)
@@ -115,3 +99,31 @@ class Statements:
             .values(lease_expires_at=EXPIRES, updated_at=NOW)
             .returning(jobs.c.lease_expires_at)
         )
+
+    def claim_next(self, *, batch: bool) -> tuple[Any, Move]:
+        """(the due-jobs query, the claiming move), optionally limited to one batch."""
+        return self._claim_next[batch]
+
+    def _build_claim_next(self, batch: bool) -> tuple[Any, Move]:
+        conds = [jobs.c.status == Q, jobs.c.not_before <= NOW]
+        if batch:
+            conds.append(jobs.c.batch_id == BATCH)
+        due = (
+            select(jobs.c.id)
+            .where(*conds)
+            .order_by(jobs.c.priority.desc(), jobs.c.not_before, jobs.c.id)
+            .limit(LIMIT)
+            .with_for_update(skip_locked=True)
+        )
+        if self._pg:
+            # A locking CTE runs once; `IN (subquery LIMIT n)` may be re-run per row and so
+            # claim more than `limit` jobs.
+            chosen = due.cte("due")
+            pick = update(jobs).where(jobs.c.id == chosen.c.id, jobs.c.status == Q)
+        else:
+            # SQLite: the ids are selected first (the transaction holds the write lock).
+            pick = update(jobs).where(
+                jobs.c.id.in_(bindparam("p_ids", expanding=True)), jobs.c.status == Q
+            )
+        move = _move(pick.values(**_lease()).returning(*jobs.c), "claimed", Q, pg=self._pg)
+        return due, move

@@ -71,9 +71,9 @@ class MemoryLedger:
 
     def create_batch(
         self, tenant: str = DEFAULT_TENANT, *, label: str | None = None,
-        meta: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None, batch_id: uuid.UUID | None = None,
     ) -> uuid.UUID:
-        return new_id()
+        return batch_id or new_id()
 
     def _insert(self, spec: JobSpec, tenant: str, batch_id: uuid.UUID | None,
                 max_attempts: int | None) -> tuple[Job, bool]:
@@ -130,10 +130,13 @@ class MemoryLedger:
             job = self._jobs.get(job_id)
             return self._lease(job, worker) if job and self._due(job) else None
 
-    def claim_next(self, limit: int, *, worker: str) -> list[Claim]:
+    def claim_next(
+        self, limit: int, *, worker: str, batch_id: uuid.UUID | None = None
+    ) -> list[Claim]:
         with self._lock:
             due = sorted(
-                (j for j in self._jobs.values() if self._due(j)),
+                (j for j in self._jobs.values()
+                 if self._due(j) and (batch_id is None or j.batch_id == batch_id)),
                 key=lambda j: (-j.priority, j.not_before, j.id),
             )
             return [self._lease(j, worker) for j in due[:limit]]
@@ -177,12 +180,13 @@ class MemoryLedger:
             retry = error.transient and job.attempts < job.max_attempts
             return self._put(self._failed(job, retry, error.reason, error.message), "failed", R)
 
-    def reap(self, limit: int = 1000) -> ReapResult:
+    def reap(self, limit: int = 1000, *, every_lease: bool = False) -> ReapResult:
         now = self.clock.now()
         requeued = dead = 0
         with self._lock:
             expired = [j for j in self._jobs.values()
-                       if j.status is R and j.lease_expires_at and j.lease_expires_at < now]
+                       if j.status is R and j.lease_expires_at
+                       and (every_lease or j.lease_expires_at < now)]
             for job in expired[:limit]:
                 out = self._failed(job, job.attempts < job.max_attempts, LEASE_EXPIRED,
                                    REAP_MESSAGE)
@@ -230,6 +234,18 @@ class MemoryLedger:
         if job is None or (tenant is not None and job.tenant_id != tenant):
             raise JobNotFound(job_id, "no such job")
         return job
+
+    def list_jobs(
+        self, *, tenant: str | None = None, batch_id: uuid.UUID | None = None,
+        status: JobStatus | None = None, reason: str | None = None,
+        after: uuid.UUID | None = None, limit: int = 100,
+    ) -> list[Job]:
+        wanted = {"tenant_id": tenant, "batch_id": batch_id, "status": status,
+                  "last_error_code": reason}
+        found = [j for j in sorted(self._jobs.values(), key=lambda j: j.id)
+                 if all(v is None or getattr(j, k) == v for k, v in wanted.items())
+                 and (after is None or j.id > after)]
+        return found[:limit]
 
     def events(self, job_id: uuid.UUID) -> list[JobEvent]:
         return list(self._events.get(job_id, []))

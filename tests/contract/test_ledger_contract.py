@@ -410,3 +410,41 @@ class TransitionRefusedLike(NotAnImage):
     """A second permanent reason, to tell redrive-by-reason apart from redrive-by-id."""
 
     reason = "unsupported_format"
+
+
+def test_claim_next_can_be_limited_to_one_batch(ledger: Ledger) -> None:
+    mine, other = ledger.create_batch(), ledger.create_batch()
+    ledger.submit_many([spec("o1"), spec("o2")], batch_id=other)
+    ledger.submit_many([spec("m1")], batch_id=mine)
+    got = ledger.claim_next(5, worker="w", batch_id=mine)
+    assert [c.job.key for c in got] == ["m1"]
+    assert ledger.claim_next(5, worker="w", batch_id=mine) == []
+    assert len(ledger.claim_next(5, worker="w")) == 2
+
+
+def test_create_batch_with_an_explicit_id_is_idempotent(ledger: Ledger) -> None:
+    wanted = uuid.uuid4()
+    assert ledger.create_batch(batch_id=wanted) == wanted
+    assert ledger.create_batch(batch_id=wanted) == wanted
+
+
+def test_reap_every_lease_takes_back_live_leases_for_a_sole_owner(ledger: Ledger) -> None:
+    job = ledger.submit(spec()).job
+    ledger.claim(job.id, worker="w")
+    assert ledger.reap().requeued == 0
+    assert ledger.reap(every_lease=True).requeued == 1
+    assert ledger.get(job.id).status is JobStatus.QUEUED
+
+
+def test_list_jobs_filters_and_pages_by_cursor(ledger: Ledger) -> None:
+    batch = ledger.create_batch()
+    ledger.submit_many([spec(f"{i}.jpg") for i in range(5)], batch_id=batch)
+    ledger.submit(spec("elsewhere.jpg"))
+    dead = _dead(ledger, "bad.jpg", NotAnImage(), batch_id=batch)
+    first = ledger.list_jobs(batch_id=batch, limit=4)
+    rest = ledger.list_jobs(batch_id=batch, after=first[-1].id, limit=4)
+    assert len(first) == 4 and len(rest) == 2
+    assert {j.key for j in first + rest} == {*(f"{i}.jpg" for i in range(5)), "bad.jpg"}
+    assert [j.id for j in ledger.list_jobs(status=JobStatus.DEAD, reason="not_an_image")] == [
+        dead.id]
+    assert ledger.list_jobs(tenant="nobody") == []

@@ -1,0 +1,64 @@
+"""An ``ObjectStore`` over local folders: a bucket is a folder, a key a relative path in it.
+
+Writes are atomic (a temporary file renamed into place), so a crash never leaves half a cut-out
+under the final name, and a retry simply replaces the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from pipeline.errors import AccessDenied, ObjectMissing, ObjectTooLarge, StorageUnavailable
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+
+class FileStore:
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+
+    @staticmethod
+    def path(bucket: str, key: str) -> Path:
+        """The file for (bucket, key); a key that climbs out of its bucket is refused."""
+        root = Path(bucket).resolve()
+        path = (root / key).resolve()
+        if root != path and root not in path.parents:
+            raise AccessDenied(f"key {key!r} points outside {bucket!r}")
+        return path
+
+    def get(self, bucket: str, key: str, *, version: str | None = None) -> bytes:
+        path = self.path(bucket, key)
+        try:
+            size = path.stat().st_size
+            if size > self.max_bytes:
+                raise ObjectTooLarge(f"{path} has {size} bytes, the limit is {self.max_bytes}")
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise ObjectMissing(f"no file {path}") from exc
+        except PermissionError as exc:
+            raise AccessDenied(f"cannot read {path}") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"reading {path}: {exc}") from exc
+
+    def put(
+        self, bucket: str, key: str, data: bytes, *, content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        path = self.path(bucket, key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except PermissionError as exc:
+            raise AccessDenied(f"cannot write {path}") from exc
+        except OSError as exc:
+            raise StorageUnavailable(f"writing {path}: {exc}") from exc

@@ -1,0 +1,178 @@
+"""``clipline run SRC DST``: cut out every image of a folder tree, on this machine."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from pipeline import bootstrap, logs
+from pipeline.embedded import (
+    STATE_DIR,
+    EmbeddedRun,
+    Summary,
+    batch_id_for,
+    find_images,
+    run_lock,
+)
+from pipeline.errors import InvalidOptions
+from pipeline.jobs import JobStatus
+from pipeline.options import OutputOptions
+from pipeline.settings import Settings
+
+console = Console(stderr=True)
+
+
+def output_options(
+    fmt: str, channels: str, bg_color: str | None, crop: bool, crop_margin: str,
+    max_side: int | None, subject: str, strict_empty: bool,
+) -> OutputOptions:
+    raw: dict[str, Any] = {
+        "format": fmt, "channels": channels, "crop": crop, "crop_margin": crop_margin,
+        "subject": subject, "strict_empty": strict_empty,
+    }
+    if bg_color:
+        raw["bg_color"] = bg_color
+    if max_side:
+        raw["max_side"] = max_side
+    return OutputOptions.parse(raw)
+
+
+def run(
+    src: Path = typer.Argument(..., exists=True, file_okay=False, resolve_path=True,
+                               help="Folder of images (searched recursively)."),
+    dst: Path = typer.Argument(..., file_okay=False, resolve_path=True,
+                               help="Folder for the cut-outs; its .clipline/ keeps the ledger."),
+    fmt: str = typer.Option("png", "--format", help="png (lossless, default), webp (lossless) "
+                            "or jpg (flattened over --bg-color, white by default)."),
+    channels: str = typer.Option("rgba", help="rgba: the cut-out; alpha: the mask alone, grey."),
+    bg_color: str | None = typer.Option(None, help="Flatten onto this colour: 'fff', "
+                                        "'#336699', 'white'."),
+    crop: bool = typer.Option(False, help="Crop to the subject (faint alpha is ignored)."),
+    crop_margin: str = typer.Option("0", help="Margin around the crop: '20px' or '5%'."),
+    max_side: int | None = typer.Option(None, help="Downscale so no side exceeds this (px)."),
+    subject: str = typer.Option("all", help="all: keep the whole mask; main: drop small and "
+                                "frame-cut fragments (recorded in the metadata)."),
+    strict_empty: bool = typer.Option(False, help="An image with no subject fails (empty_mask) "
+                                      "instead of giving an empty cut-out."),
+    model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2netp)."),
+    batch_size: int = typer.Option(8, min=1, max=256, help="Images per model call."),
+    threads: int = typer.Option(0, min=0, help="Decode/encode threads (0: one per CPU)."),
+) -> None:
+    """Cut out every image under SRC into DST, mirroring names (a/b.jpg → a/b.png).
+
+    Resumable: run it again after Ctrl-C, a crash or new files, and it does only what is not
+    done. Files that are not images are reported, not fatal. Summary at the end: done, and
+    failed by reason.
+    """
+    settings = Settings()
+    # The summary lists failures; the console log shows only what the summary cannot.
+    logs.configure(settings.log_format if settings.log_format != "auto" else "console", "ERROR")
+    options = output_options(fmt, channels, bg_color, crop, crop_margin, max_side, subject,
+                             strict_empty)
+    summary = run_folder(src, dst, options, settings, model=model or settings.model,
+                         batch_size=batch_size, threads=threads or os.cpu_count() or 2)
+    print_summary(summary, dst)
+    if summary.failed or summary.remaining:
+        raise typer.Exit(1)
+
+
+def run_folder(
+    src: Path, dst: Path, options: OutputOptions, settings: Settings, *, model: str,
+    batch_size: int = 8, threads: int = 2, show_progress: bool = True,
+) -> Summary:
+    if dst == src or src in dst.parents:
+        raise InvalidOptions(f"DST {dst} must not be inside SRC {src}")
+    keys, skipped = find_images(src)
+    settings = settings.model_copy(update={"model": model})
+    with run_lock(dst):
+        ledger = bootstrap.embedded_ledger(dst / STATE_DIR)
+        try:
+            return _run(ledger, src, dst, keys, skipped, options, settings, batch_size, threads,
+                        show_progress)
+        finally:
+            ledger.close()
+
+
+def _run(ledger: Any, src: Path, dst: Path, keys: list[str], skipped: int,
+         options: OutputOptions, settings: Settings, batch_size: int, threads: int,
+         show_progress: bool) -> Summary:
+    batch = batch_id_for(src, options, settings.model)
+    engine = EmbeddedRun(ledger, _file_store(), bootstrap.segmenter(settings, threads=threads),
+                         model=settings.model, batch_size=batch_size, threads=threads)
+    ledger.reap(every_lease=True)  # we hold the lock: any lease left is from a dead run
+    engine.submit(src, keys, options, batch)
+    before = ledger.batch_counts(batch)
+    todo = before[JobStatus.QUEUED]
+    started = time.perf_counter()
+    with ProgressBar(todo, show_progress) as advance:
+        engine.on_progress = advance
+        for _ in range(settings.max_attempts + 1):
+            engine.drain(batch, dst)
+            if not ledger.batch_counts(batch)[JobStatus.QUEUED]:
+                break
+            time.sleep(2.0)  # transient failures wait out their (short) backoff
+    after = ledger.batch_counts(batch)
+    dead = ledger.list_jobs(batch_id=batch, status=JobStatus.DEAD, limit=10)
+    return Summary(
+        failures=[(j.key, j.last_error_code or "", j.last_error_message or "") for j in dead],
+        total=after.total, already_done=before[JobStatus.SUCCEEDED],
+        succeeded=after[JobStatus.SUCCEEDED] - before[JobStatus.SUCCEEDED],
+        failed=dict(after.dead_by_reason), skipped_files=skipped,
+        seconds=time.perf_counter() - started,
+        remaining=after[JobStatus.QUEUED] + after[JobStatus.RUNNING],
+    )
+
+
+def _file_store() -> Any:
+    from pipeline.adapters.file_store import FileStore
+
+    return FileStore()
+
+
+class ProgressBar:
+    """A rich progress bar on a terminal; silent otherwise (logs and CI stay readable)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._bar = Progress(
+            TextColumn("cutting out"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
+            disable=not enabled,
+        )
+        self._task = self._bar.add_task("run", total=total, rate="")
+        self._start = time.perf_counter()
+        self._done = 0
+
+    def __enter__(self) -> Any:
+        self._bar.start()
+        return self.advance
+
+    def advance(self, n: int) -> None:
+        self._done += n
+        rate = self._done / max(1e-9, time.perf_counter() - self._start)
+        self._bar.update(self._task, advance=n, rate=f"{rate:.1f} img/s")
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+
+def print_summary(summary: Summary, dst: Path) -> None:
+    rate = summary.processed / summary.seconds if summary.seconds else 0.0
+    console.print(
+        f"[bold]{summary.succeeded}[/] cut out in {summary.seconds:.1f} s ({rate:.2f} img/s); "
+        f"{summary.already_done} already done before this run; {summary.total} images in all."
+    )
+    for reason, count in sorted(summary.failed.items()):
+        console.print(f"  [red]failed[/] {count} x {reason}")
+    for key, reason, message in summary.failures:
+        console.print(f"    {key}: {reason}: {message}")
+    if summary.remaining:
+        console.print(f"  [yellow]{summary.remaining} not finished[/]: run the same command again")
+    if summary.skipped_files:
+        console.print(f"  {summary.skipped_files} files were not images (by name) and were skipped")
+    console.print(f"Cut-outs are in {dst}")

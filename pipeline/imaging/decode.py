@@ -1,0 +1,388 @@
+"""Safe decoding: untrusted bytes in, upright 8-bit sRGB pixels out, or a typed permanent error.
+
+Pure: no file or network I/O, no global Pillow state written. Entry points::
+
+    probe(data, limits)                 ImageInfo, from the header only (no pixels decoded)
+    check(info, limits)                 the header-level refusals decode would make
+    decode(data, limits)                DecodedImage: RGBA uint8 [H, W, 4] for the composite
+    decode_for_model(data, size, ...)   ModelInput: RGB uint8 [h, w, 3] at the model's size
+    model_input(decoded, size)          the same from a full decode (the bytes decode once)
+    model_input_from_rgba(rgba, size)   the same from any RGBA array
+
+What is refused (each a ``PermanentError`` leaf):
+
+* more bytes than ``max_bytes`` → ``ObjectTooLarge`` (checked before Pillow sees anything);
+* empty data, text, or bytes no image reader recognises → ``NotAnImage``;
+* a real image outside the ``formats`` allowlist → ``UnsupportedFormat``, naming the format. SVG is
+  refused the same way (it is an image, but a vector one: rasterise it upstream). GIF is known but
+  not allowed by default; add ``"GIF"`` to ``formats`` to accept still GIFs;
+* a header that cannot be parsed, pixel data that is truncated or damaged → ``CorruptImage``.
+  Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False (a truncated file would otherwise
+  decode with its missing part grey); decoding refuses to run if some other code set it;
+* more than one frame (animated GIF / WebP / APNG, multi-page TIFF) → ``UnsupportedFormat``.
+  Taking the first frame of an animation would cut out a picture nobody chose. A JPEG carrying
+  extra MPF pictures (camera previews) is not refused: its primary picture is decoded;
+* width x height (read from the header) over ``max_pixels`` → ``TooManyPixels``, before any pixel
+  buffer is allocated. The file is opened through the format's own Pillow class, so Pillow's
+  global ``MAX_IMAGE_PIXELS`` guard does not run at open time and this limit is the one that
+  decides. Pillow still runs that guard inside TIFF and GIF loading; with ``max_pixels`` at or
+  below Pillow's default (89.5 MP) it cannot fire, and if it does its error (or its warning, where
+  the process turns warnings into errors) is reported as ``TooManyPixels``;
+* a pixel mode outside :data:`pipeline.imaging.colour.SUPPORTED_MODES` → ``UnsupportedMode``.
+
+Then: modes are converted as :mod:`pipeline.imaging.colour` documents, ICC profiles to sRGB, and the
+EXIF orientation (1-8; other values are out of the spec and read as 1) is applied, so widths and
+heights are upright (swapped for orientations 5-8).
+
+For the model the decoder asks JPEG for DCT scaling (``Image.draft``: 1/2, 1/4 or 1/8 size, never
+smaller than the model input), then resizes bilinearly to exactly (h, w), ignoring the aspect ratio
+as rembg does, because that is what the model was trained on. Transparent sources are composited
+over white: the colour under fully transparent pixels is arbitrary (often black), and white is what
+a person sees on a product page. rembg instead drops alpha; for opaque sources both agree.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+from PIL import (
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageFile,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    WebPImagePlugin,
+)
+
+from pipeline.errors import (
+    CorruptImage,
+    ObjectTooLarge,
+    TooManyPixels,
+    UnsupportedFormat,
+    UnsupportedMode,
+)
+from pipeline.imaging.colour import (
+    SUPPORTED_MODES,
+    Colour,
+    InvalidIcc,
+    normalise_mode,
+    to_srgb,
+)
+from pipeline.imaging.sniff import sniff
+
+# Pillow's own class per allowed format: opening through it parses the header and nothing else.
+_READERS: dict[str, type[ImageFile.ImageFile]] = {
+    "JPEG": JpegImagePlugin.JpegImageFile,
+    "PNG": PngImagePlugin.PngImageFile,
+    "WEBP": WebPImagePlugin.WebPImageFile,
+    "TIFF": TiffImagePlugin.TiffImageFile,
+    "BMP": BmpImagePlugin.BmpImageFile,
+    "GIF": GifImagePlugin.GifImageFile,
+}
+DEFAULT_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP"})
+SUPPORTED_FORMATS: frozenset[str] = frozenset(_READERS)
+
+# Vendor exceptions that mean "these bytes are damaged" once the format is known. Pillow reports
+# metadata it skips (bad TIFF tags, short EXIF) as UserWarning: where the process turns warnings
+# into errors (tests do) that is damage too; otherwise the warning goes to the warnings system.
+_DAMAGE = (
+    OSError, SyntaxError, ValueError, TypeError, EOFError, IndexError, KeyError, struct.error,
+    UserWarning,
+)
+
+_ORIENTATION_TAG = 0x0112
+_XMP_ORIENTATION = re.compile(r'tiff:Orientation(="|>)([0-9])')
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What the decoder accepts. Defaults suit product photos on a worker with a few GiB.
+
+    ``max_pixels`` 50 MP covers 45 MP full-frame camera files (8192 x 5464) while keeping one
+    decoded RGBA image at 200 MB; medium-format 100 MP files need it raised. ``max_bytes`` 256 MiB
+    covers an uncompressed 8-bit RGBA TIFF at the pixel limit.
+    """
+
+    max_pixels: int = 50_000_000
+    max_bytes: int = 256 * 1024 * 1024
+    formats: frozenset[str] = DEFAULT_FORMATS
+    invalid_icc: InvalidIcc = "ignore"
+
+    def __post_init__(self) -> None:
+        if self.max_pixels < 1 or self.max_bytes < 1:
+            raise ValueError("max_pixels and max_bytes must be positive")
+        object.__setattr__(self, "formats", frozenset(f.upper() for f in self.formats))
+        unknown = self.formats - SUPPORTED_FORMATS
+        if unknown:
+            raise ValueError(f"formats {sorted(unknown)} are not among {sorted(SUPPORTED_FORMATS)}")
+        if self.invalid_icc not in ("ignore", "reject"):
+            raise ValueError("invalid_icc must be 'ignore' or 'reject'")
+
+
+DEFAULT_LIMITS = DecodeLimits()
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header says; ``size`` is (width, height) as stored, before orientation."""
+
+    format: str
+    mode: str
+    size: tuple[int, int]
+    frames: int
+    orientation: int
+    has_icc: bool
+
+    @property
+    def pixels(self) -> int:
+        return self.size[0] * self.size[1]
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """(width, height) after the EXIF orientation is applied."""
+        w, h = self.size
+        return (h, w) if self.orientation >= 5 else (w, h)
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedImage:
+    """A full-size upright sRGB image for the composite.
+
+    ``rgba`` is [H, W, 4] uint8, read-only; alpha is 255 where the source had none. ``size`` is
+    (width, height) of ``rgba``, which is ``info.upright_size`` unless ``draft_to`` allowed less.
+    """
+
+    rgba: npt.NDArray[np.uint8] = field(repr=False)
+    info: ImageInfo
+    has_alpha: bool
+    colour: Colour
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (int(self.rgba.shape[1]), int(self.rgba.shape[0]))
+
+
+@dataclass(frozen=True, eq=False)
+class ModelInput:
+    """``pixels`` is [h, w, 3] uint8 RGB at exactly the model's (h, w)."""
+
+    pixels: npt.NDArray[np.uint8] = field(repr=False)
+    info: ImageInfo
+    colour: Colour
+
+
+@contextmanager
+def _pillow_errors(what: str) -> Iterator[None]:
+    """Translate Pillow's exceptions, once, into the error hierarchy."""
+    try:
+        yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TooManyPixels(f"Pillow's own pixel guard refused the image: {exc}") from exc
+    except _DAMAGE as exc:
+        raise CorruptImage(f"{what}: {exc}") from exc
+
+
+def _open(data: bytes, limits: DecodeLimits) -> ImageFile.ImageFile:
+    if len(data) > limits.max_bytes:
+        raise ObjectTooLarge(f"{len(data)} bytes is over the limit of {limits.max_bytes}")
+    fmt = sniff(data)
+    if fmt not in limits.formats:
+        raise UnsupportedFormat(
+            f"{fmt} is not an allowed format (allowed: {', '.join(sorted(limits.formats))})"
+        )
+    with _pillow_errors(f"{fmt} header is damaged"):
+        return _READERS[fmt](io.BytesIO(data))
+
+
+def _orientation(im: ImageFile.ImageFile) -> int:
+    """EXIF (or XMP) orientation from what has been parsed so far; no pixel is decoded.
+
+    ``getexif`` is not used: PNG's loads the whole image to look for a late eXIf chunk.
+    """
+    with _pillow_errors("EXIF data is damaged"):
+        if isinstance(im, TiffImagePlugin.TiffImageFile):
+            value = im.tag_v2.get(_ORIENTATION_TAG, 1)
+        else:
+            exif = Image.Exif()
+            raw = im.info.get("exif")
+            if isinstance(raw, bytes):
+                exif.load(raw)
+            xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+            value = exif.get(_ORIENTATION_TAG) or _xmp_orientation(xmp)
+    return value if isinstance(value, int) and value in range(1, 9) else 1
+
+
+def _xmp_orientation(xmp: object) -> int:
+    if not xmp:
+        return 1
+    text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else str(xmp)
+    match = _XMP_ORIENTATION.search(text)
+    return int(match[2]) if match else 1
+
+
+def _info(im: ImageFile.ImageFile) -> ImageInfo:
+    with _pillow_errors(f"{im.format} header is damaged"):
+        # Counting frames walks the file's frame headers (TIFF IFDs, WebP/APNG chunks).
+        frames = int(getattr(im, "n_frames", 1))
+    return ImageInfo(
+        format=str(im.format),
+        mode=im.mode,
+        size=(int(im.size[0]), int(im.size[1])),
+        frames=frames,
+        orientation=_orientation(im),
+        has_icc=bool(im.info.get("icc_profile")),
+    )
+
+
+def check(info: ImageInfo, limits: DecodeLimits = DEFAULT_LIMITS) -> None:
+    """Refuse, from the header alone, what :func:`decode` would refuse: pixels, frames, mode."""
+    if info.pixels > limits.max_pixels:
+        w, h = info.size
+        raise TooManyPixels(f"{w}x{h} = {info.pixels} pixels is over the limit of "
+                            f"{limits.max_pixels}")
+    if info.frames > 1:
+        raise UnsupportedFormat(
+            f"{info.format} with {info.frames} frames (animated or multi-page) is not supported"
+        )
+    if info.mode not in SUPPORTED_MODES:
+        raise UnsupportedMode(f"pixel mode {info.mode!r} is not supported")
+
+
+def probe(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> ImageInfo:
+    """Describe the image from its header, without decoding pixels.
+
+    Raises what stops the description (``ObjectTooLarge``, ``NotAnImage``, ``UnsupportedFormat``
+    for a format outside the allowlist, ``CorruptImage``) but not what :func:`check` refuses, so
+    a caller can see the size of an image that is too large.
+    """
+    return _info(_open(data, limits))
+
+
+def _load(
+    data: bytes, limits: DecodeLimits, draft_to: tuple[int, int] | None
+) -> tuple[Image.Image, ImageInfo, Colour]:
+    """Header, checks, pixels (DCT-scaled where allowed), modes, colour, orientation."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
+    im = _open(data, limits)
+    info = _info(im)
+    check(info, limits)
+    if draft_to is not None and info.format == "JPEG":
+        w, h = draft_to
+        # draft works on the stored picture, before orientation swaps the axes.
+        with _pillow_errors("JPEG header is damaged"):
+            im.draft("RGB", (h, w) if info.orientation >= 5 else (w, h))
+    with _pillow_errors(f"{info.format} pixel data is truncated or damaged"):
+        im.load()
+    if info.format == "PNG":
+        # An eXIf chunk may follow the pixel data; it is read only now.
+        info = replace(info, orientation=_orientation(im))
+    if im.size[0] * im.size[1] > limits.max_pixels:
+        # A GIF may grow its canvas to fit its frame: the limit applies to what was allocated.
+        raise TooManyPixels(f"{info.format} canvas grew to {im.size[0]}x{im.size[1]}")
+    icc = im.info.get("icc_profile")
+    rgb, colour = to_srgb(normalise_mode(im), icc if isinstance(icc, bytes) else None,
+                          limits.invalid_icc)
+    method = _TRANSPOSE.get(info.orientation)
+    return (rgb.transpose(method) if method is not None else rgb), info, colour
+
+
+def decode(
+    data: bytes,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    *,
+    draft_to: tuple[int, int] | None = None,
+) -> DecodedImage:
+    """The full upright sRGB image as RGBA for the composite.
+
+    ``draft_to`` (width, height), when given, lets a JPEG decode at 1/2, 1/4 or 1/8 size as long
+    as the result is no smaller than that (for an output capped below the source size); the
+    caller resizes to the exact size it needs. Other formats ignore it.
+    """
+    im, info, colour = _load(data, limits, draft_to)
+    has_alpha = im.mode == "RGBA"
+    rgba = np.asarray(im if has_alpha else im.convert("RGBA"))
+    return DecodedImage(rgba=rgba, info=info, has_alpha=has_alpha, colour=colour)
+
+
+def _over_white(im: Image.Image) -> npt.NDArray[np.uint8]:
+    if im.mode == "RGB":
+        return np.asarray(im)
+    if im.mode == "RGBX":
+        return np.asarray(im.convert("RGB"))
+    rgba = np.asarray(im).astype(np.uint16)
+    alpha = rgba[..., 3:4]
+    return ((rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def _fit(im: Image.Image, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    h, w = size
+    if im.size != (w, h):
+        # Pillow resizes RGBA premultiplied, so compositing after the resize equals before it.
+        im = im.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return _over_white(im)
+
+
+def _model_size(size: tuple[int, int]) -> tuple[int, int]:
+    h, w = size
+    if h < 1 or w < 1:
+        raise ValueError(f"model input size must be positive, got {size}")
+    return int(h), int(w)
+
+
+def decode_for_model(
+    data: bytes, size: tuple[int, int], limits: DecodeLimits = DEFAULT_LIMITS
+) -> ModelInput:
+    """RGB uint8 [h, w, 3] at the model's ``size`` = (h, w), JPEG decoded DCT-scaled.
+
+    Use this when the full image is not needed yet (or at all); when it is, decode once with
+    :func:`decode` and call :func:`model_input_from_rgba`.
+    """
+    h, w = _model_size(size)
+    im, info, colour = _load(data, limits, draft_to=(w, h))
+    return ModelInput(pixels=_fit(im, (h, w)), info=info, colour=colour)
+
+
+def model_input_from_rgba(
+    rgba: npt.NDArray[np.uint8], size: tuple[int, int], *, opaque: bool | None = None
+) -> npt.NDArray[np.uint8]:
+    """RGB uint8 [h, w, 3] at ``size`` = (h, w) from a decoded RGBA [H, W, 4] uint8 array.
+
+    ``opaque`` (alpha all 255) is looked up when not given; an opaque image is resized without
+    the premultiplied-alpha round trip, which costs more than the resize itself.
+    """
+    if rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
+        raise ValueError(f"expected [H, W, 4] uint8 RGBA, got {rgba.shape} {rgba.dtype}")
+    model_size = _model_size(size)
+    if opaque is None:
+        opaque = bool((rgba[..., 3] == 255).all())
+    if not opaque:
+        return _fit(Image.fromarray(rgba), model_size)
+    pixels = np.ascontiguousarray(rgba)
+    # Read as RGBX (the fourth byte is padding), sharing the array's memory: no copy, no alpha.
+    height, width = pixels.shape[:2]
+    rgbx = Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1)
+    return _fit(rgbx, model_size)
+
+
+def model_input(decoded: DecodedImage, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """RGB uint8 [h, w, 3] at ``size`` = (h, w) from a full decode, so the bytes decode once."""
+    return model_input_from_rgba(decoded.rgba, size, opaque=not decoded.has_alpha)

@@ -1,0 +1,157 @@
+"""One image end to end: bytes in, a cut-out and its metadata out. Pure apart from the ports.
+
+The work is split in three stages so a caller can overlap them (decode and encode on threads,
+inference batched in between)::
+
+    prepare(data)            decode once, safely; the model's input is resized from that decode
+    segmenter.predict(...)   a batch of model inputs → masks
+    finish(prepared, mask)   choose the subject, compose, encode, describe
+
+``cut_out`` chains the three for one image; ``process_job`` adds fetching from and writing to an
+``ObjectStore``, which is what a worker runs for a job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.imaging.compose import compose
+from pipeline.imaging.decode import DEFAULT_LIMITS, DecodedImage, DecodeLimits, decode, model_input
+from pipeline.imaging.encode import encode
+from pipeline.jobs import Job, canonical_json
+from pipeline.options import OutputOptions
+from pipeline.ports import ObjectStore, Segmenter
+from pipeline.subject import find_subject
+
+STAGES = ("fetch", "decode", "infer", "compose", "encode", "put")
+
+
+@dataclass
+class Timings:
+    """Seconds spent per stage; ``ms()`` for metadata."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def ms(self) -> dict[str, float]:
+        return {k: round(v * 1000, 2) for k, v in self.seconds.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    decoded: DecodedImage
+    model_input: npt.NDArray[np.uint8]
+    timings: Timings
+
+
+@dataclass(frozen=True, eq=False)
+class Cutout:
+    data: bytes
+    content_type: str
+    extension: str
+    metadata: Mapping[str, Any]
+
+
+def prepare(
+    data: bytes, size: tuple[int, int], limits: DecodeLimits = DEFAULT_LIMITS,
+    timings: Timings | None = None,
+) -> Prepared:
+    """Decode ``data`` once and make the model's input (``size`` is (h, w)) from it."""
+    timings = timings or Timings()
+    with timings.stage("decode"):
+        decoded = decode(data, limits)
+        pixels = model_input(decoded, size)
+    return Prepared(decoded, pixels, timings)
+
+
+def finish(
+    prepared: Prepared, mask: npt.NDArray[np.float32], options: OutputOptions, *, model: str
+) -> Cutout:
+    """Subject selection, composition and encoding; ``mask`` is the model's [h, w] output."""
+    decoded, timings = prepared.decoded, prepared.timings
+    with timings.stage("compose"):
+        subject = find_subject(
+            mask, decoded.size, policy=options.subject, strict_empty=options.strict_empty
+        )
+        composite = compose(decoded.rgba, subject.alpha, options, bbox=subject.bbox)
+    with timings.stage("encode"):
+        data = encode(composite, options.format)
+    info = decoded.info
+    metadata = {
+        **subject.to_metadata(),
+        **composite.to_metadata(),
+        "source": {
+            "format": info.format, "mode": info.mode, "size": list(decoded.size),
+            "had_alpha": decoded.has_alpha, "colour": decoded.colour,
+            "orientation": info.orientation,
+        },
+        "model": model,
+        "options": options.normalised(),
+        "bytes": len(data),
+        "content_type": options.content_type,
+    }
+    return Cutout(data, options.content_type, options.extension, metadata)
+
+
+def cut_out(
+    data: bytes, options: OutputOptions, segmenter: Segmenter, *, model: str,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+) -> Cutout:
+    """One image, all stages; the result's metadata carries the time of each stage."""
+    prepared = prepare(data, segmenter.input_size, limits)
+    with prepared.timings.stage("infer"):
+        mask = segmenter.predict(prepared.model_input[np.newaxis])[0]
+    cut = finish(prepared, mask, options, model=model)
+    return Cutout(cut.data, cut.content_type, cut.extension,
+                  {**cut.metadata, "timings_ms": prepared.timings.ms()})
+
+
+def options_hash(options: OutputOptions, model: str) -> str:
+    """A short, stable digest of what shapes an output (recorded as provenance)."""
+    return hashlib.sha256(canonical_json([options.normalised(), model]).encode()).hexdigest()[:16]
+
+
+def output_key(job: Job, options: OutputOptions, prefix: str = "cutouts") -> str:
+    """Deterministic: the same job always writes the same key, so a retry overwrites."""
+    return f"{prefix}/{job.tenant_id}/{job.id}{options.extension}"
+
+
+def process_job(
+    job: Job, store: ObjectStore, segmenter: Segmenter, *, output_bucket: str,
+    limits: DecodeLimits = DEFAULT_LIMITS, prefix: str = "cutouts",
+) -> dict[str, Any]:
+    """Fetch the job's source, cut it out, write the result; returns the job's result record.
+
+    Raises the typed errors of each stage (``ObjectMissing``, ``CorruptImage``, ...).
+    """
+    options = OutputOptions.parse(job.options)
+    timings = Timings()
+    with timings.stage("fetch"):
+        data = store.get(job.bucket, job.key, version=job.version)
+    prepared = prepare(data, segmenter.input_size, limits, timings)
+    with timings.stage("infer"):
+        mask = segmenter.predict(prepared.model_input[np.newaxis])[0]
+    cut = finish(prepared, mask, options, model=job.model)
+    key = output_key(job, options, prefix)
+    provenance = {"job-id": str(job.id), "model": job.model,
+                  "options-hash": options_hash(options, job.model)}
+    with timings.stage("put"):
+        store.put(output_bucket, key, cut.data, content_type=cut.content_type,
+                  metadata=provenance)
+    return {**cut.metadata, "output": {"bucket": output_bucket, "key": key},
+            "timings_ms": timings.ms()}
