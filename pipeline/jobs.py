@@ -13,6 +13,7 @@ Status machine (``TRANSITIONS``)::
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 
@@ -61,16 +63,37 @@ def allowed(src: JobStatus, dst: JobStatus) -> bool:
 
 def new_id() -> uuid.UUID:
     """A time-ordered UUID (version 7 layout): new rows land at the right edge of the index."""
-    ms = time.time_ns() // 1_000_000
-    value = (ms & ((1 << 48) - 1)) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return uuid.UUID(int=value)
+    return uuid.UUID(new_id_text())
+
+
+def new_id_text() -> str:
+    """``new_id()`` as text, made without integer arithmetic: bulk inserts make millions."""
+    stamp = f"{time.time_ns() // 1_000_000 & 0xFFFFFFFFFFFF:012x}"
+    rand = os.urandom(10).hex()
+    variant = "89ab"[int(rand[3], 16) & 3]  # RFC 4122 variant: the top bits are 10
+    return f"{stamp[:8]}-{stamp[8:]}-7{rand[:3]}-{variant}{rand[4:7]}-{rand[7:19]}"
 
 
 def canonical_json(value: Any) -> str:
     """The one serialisation used for hashing: sorted keys, no spaces, UTF-8 kept."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def identity_text(
+    bucket: str, key: str, version: str | None, options_json: str, model: str
+) -> str:
+    """``canonical_json([bucket, key, version, options, model])``, given the options already
+    serialised canonically, so a manifest's shared options are serialised once, not per line."""
+    quote = encode_basestring
+    ver = "null" if version is None else quote(version)
+    return f"[{quote(bucket)},{quote(key)},{ver},{options_json},{quote(model)}]"
+
+
+def dedupe_key_of(identity: str) -> str:
+    """A derived idempotency key: 144 bits of SHA-256, base64url. Short keys keep the unique
+    index small enough to stay in memory when a manifest of millions is inserted."""
+    digest = hashlib.sha256(identity.encode()).digest()[:18]
+    return "h:" + base64.urlsafe_b64encode(digest).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +116,13 @@ class JobSpec:
         """
         if self.idempotency_key:
             return self.idempotency_key
-        return "h:" + hashlib.sha256(self.identity().encode()).hexdigest()
+        return dedupe_key_of(self.identity())
 
-    def identity(self) -> str:
-        """Everything that shapes the output, canonically serialised."""
-        return canonical_json([self.bucket, self.key, self.version, dict(self.options), self.model])
+    def identity(self, options_json: str | None = None) -> str:
+        """Everything that shapes the output, canonically serialised (``options_json``: the
+        options' ``canonical_json``, when the caller already has it)."""
+        options = canonical_json(dict(self.options)) if options_json is None else options_json
+        return identity_text(self.bucket, self.key, self.version, options, self.model)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,11 @@ Names follow remove.bg's API where they fit. Every field, its default and what i
     channels      "rgba"  rgba: the cut-out; alpha: the mask alone, as an 8-bit grey PNG
                           (so channels=alpha needs format=png, and takes no bg_color).
     bg_color      None    a colour to flatten the cut-out over; the output is then opaque RGB.
-                          "fff", "ffffff", "#fff", "#FFFFFF", or one of the 16 CSS basic colour
-                          names in NAMED_COLOURS (plus "grey"). No alpha: 4 and 8 digit hex are refused.
-                          format=jpg without bg_color flattens over white, as remove.bg does;
-                          the canonical form then says bg_color "ffffff", so both spellings are one job.
+                          "fff", "ffffff", "#fff", "#FFFFFF", or one of the 16 CSS basic
+                          colour names in NAMED_COLOURS (plus "grey"). No alpha: 4 and 8
+                          digit hex are refused. format=jpg without bg_color flattens over
+                          white, as remove.bg does; the canonical form then says bg_color
+                          "ffffff", so both spellings are one job.
     crop          False   crop to the subject's bounding box (see pipeline.subject for the bbox).
     crop_margin   "0px"   margin around the cropped subject, one value for all four sides:
                           "12px" / "12" / 12 (pixels, at most MAX_MARGIN_PX), or "5%" (of the
@@ -155,7 +156,7 @@ class OutputOptions:
         return {
             "format": self.format,
             "channels": self.channels,
-            "bg_color": None if self.bg_color is None else "{:02x}{:02x}{:02x}".format(*self.bg_color),
+            "bg_color": None if self.bg_color is None else _hex(self.bg_color),
             "crop": self.crop,
             "crop_margin": self.crop_margin.canonical(),
             "max_side": self.max_side,
@@ -178,6 +179,10 @@ class OutputOptions:
         if self.channels == "alpha":
             return "L"
         return "RGB" if self.bg_color is not None else "RGBA"
+
+
+def _hex(colour: Rgb) -> str:
+    return "".join(f"{channel:02x}" for channel in colour)
 
 
 def _text(name: str, value: object) -> str:

@@ -131,10 +131,11 @@ def upscale_mask(
     mask: npt.NDArray[np.floating[Any]], size: tuple[int, int]
 ) -> npt.NDArray[np.uint8]:
     """Model-size float mask -> uint8 alpha at ``size`` (width, height), as rembg scales it."""
-    small = (np.clip(mask, 0.0, 1.0) * 255).astype(np.uint8)
+    small: npt.NDArray[np.uint8] = (np.clip(mask, 0.0, 1.0) * 255).astype(np.uint8)
     if small.shape == (size[1], size[0]):
         return small
-    return np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BILINEAR))
+    resized = Image.fromarray(small).resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
 
 
 def alpha_bbox(alpha: npt.NDArray[np.uint8], threshold: int = BBOX_ALPHA) -> Bbox | None:

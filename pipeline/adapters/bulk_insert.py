@@ -7,7 +7,6 @@ statement the first occurrence wins.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
@@ -16,7 +15,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import sqlite
 
 from pipeline.adapters.schema import jobs
-from pipeline.jobs import JobSpec, new_id
+from pipeline.jobs import JobSpec, canonical_json, dedupe_key_of, new_id, new_id_text
 
 # Columns that differ per line; the rest of a row is the same for the whole call.
 VARYING = (
@@ -24,6 +23,7 @@ VARYING = (
     "idempotency_key", "priority",
 )
 SQLITE_CHUNK = 5_000
+BULK_TIMEOUT_SECONDS = 900
 
 
 def insert_jobs(
@@ -36,9 +36,10 @@ def insert_jobs(
 
 
 def _varying(spec: JobSpec, options_json: str) -> tuple[Any, ...]:
+    key = spec.idempotency_key or dedupe_key_of(spec.identity(options_json))
     return (
-        str(new_id()), spec.bucket, spec.key, spec.version, options_json, spec.model,
-        spec.dedupe_key(), spec.priority,
+        new_id_text(), spec.bucket, spec.key, spec.version, options_json, spec.model, key,
+        spec.priority,
     )
 
 
@@ -48,7 +49,7 @@ def _options_json(specs: Iterable[JobSpec]) -> Iterator[tuple[JobSpec, str]]:
     text = "{}"
     for spec in specs:
         if spec.options is not last:
-            last, text = spec.options, json.dumps(dict(spec.options), sort_keys=True)
+            last, text = spec.options, canonical_json(dict(spec.options))
         yield spec, text
 
 
@@ -60,8 +61,11 @@ def _copy_postgres(
     staging = "clipline_jobs_in"
     received = 0
     with raw.cursor() as cur:
+        # A bulk insert is bounded by its input, not by the per-statement timeout of the
+        # interactive path; it still has a ceiling.
+        cur.execute(f"SET LOCAL statement_timeout = '{BULK_TIMEOUT_SECONDS}s'")
         cur.execute(
-            f"CREATE TEMP TABLE {staging} (ord bigserial, id uuid, source_bucket text,"
+            f"CREATE TEMP TABLE {staging} (id uuid, source_bucket text,"
             " source_key text, source_version text, options jsonb, model text,"
             " idempotency_key text, priority smallint) ON COMMIT DROP"
         )
@@ -74,7 +78,9 @@ def _copy_postgres(
         const_sql = ", ".join(f"%(c_{k})s" for k in constants)
         cur.execute(
             f"INSERT INTO jobs ({', '.join(names)})"
-            f" SELECT {', '.join(VARYING)}, {const_sql} FROM {staging} ORDER BY ord"
+            # A freshly filled temporary table is scanned in the order it was written, so the
+            # first of two equal lines is the one kept.
+            f" SELECT {', '.join(VARYING)}, {const_sql} FROM {staging}"
             " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
             _adapt(params, conn),
         )

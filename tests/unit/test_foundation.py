@@ -6,10 +6,21 @@ import random
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from pipeline import errors
-from pipeline.jobs import TERMINAL, TRANSITIONS, JobSpec, JobStatus, allowed, new_id
+from pipeline.jobs import (
+    TERMINAL,
+    TRANSITIONS,
+    JobSpec,
+    JobStatus,
+    allowed,
+    canonical_json,
+    new_id,
+    new_id_text,
+)
 from pipeline.retry import Backoff
 from pipeline.settings import Settings
 
@@ -92,3 +103,21 @@ def test_every_error_leaf_has_its_own_reason_and_kind() -> None:
     assert not any(cls.transient for cls in errors.PermanentError.__subclasses__())
     assert errors.NotAnImage().message == "the data is not an image"
     assert errors.NotAnImage("custom").message == "custom"
+
+
+@given(
+    bucket=st.text(), key=st.text(), version=st.none() | st.text(),
+    options=st.dictionaries(st.text(), st.integers() | st.text() | st.booleans() | st.none()),
+    model=st.text(),
+)
+def test_fast_identity_equals_canonical_json(
+    bucket: str, key: str, version: str | None, options: dict[str, object], model: str
+) -> None:
+    spec = JobSpec(bucket, key, version, options, model)
+    assert spec.identity() == canonical_json([bucket, key, version, options, model])
+
+
+def test_new_id_text_is_a_valid_uuid7() -> None:
+    for _ in range(500):
+        value = uuid.UUID(new_id_text())
+        assert (value.version, value.variant) == (7, uuid.RFC_4122)

@@ -1,0 +1,215 @@
+"""Subject selection, alpha at source size, bbox, fraction and uncertainty."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from pipeline.errors import EmptyMask, ModelError
+from pipeline.subject import (
+    BBOX_ALPHA,
+    alpha_bbox,
+    find_subject,
+    uncertainty,
+    upscale_mask,
+)
+
+MODEL = 320
+
+
+def _disc(cy: float, cx: float, radius: float, size: int = MODEL) -> npt.NDArray[np.float32]:
+    yy, xx = np.mgrid[0:size, 0:size]
+    return ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2).astype(np.float32)
+
+
+def _soft(mask: npt.NDArray[np.float32], sigma: float = 1.5) -> npt.NDArray[np.float32]:
+    return np.asarray(ndimage.gaussian_filter(mask, sigma), dtype=np.float32)
+
+
+def test_empty_mask_is_reported_not_raised() -> None:
+    subject = find_subject(np.zeros((MODEL, MODEL), np.float32), (640, 480))
+    assert subject.empty is True
+    assert subject.bbox is None
+    assert subject.fraction == 0.0
+    assert subject.uncertainty == 0.0
+    assert subject.alpha.shape == (480, 640)
+    assert subject.to_metadata()["empty"] is True
+
+
+def test_empty_mask_raises_when_strict() -> None:
+    with pytest.raises(EmptyMask):
+        find_subject(np.zeros((MODEL, MODEL), np.float32), (640, 480), strict_empty=True)
+
+
+def test_faint_mask_counts_as_empty_when_strict() -> None:
+    faint = np.full((MODEL, MODEL), (BBOX_ALPHA - 1) / 255, np.float32)
+    with pytest.raises(EmptyMask):
+        find_subject(faint, (100, 100), strict_empty=True)
+
+
+def test_full_mask_covers_the_frame() -> None:
+    subject = find_subject(np.ones((MODEL, MODEL), np.float32), (1000, 750), strict_empty=True)
+    assert subject.empty is False
+    assert subject.bbox == (0, 0, 1000, 750)
+    assert subject.fraction == 1.0
+    assert subject.uncertainty == 0.0
+    assert subject.size == (1000, 750)
+    assert int(subject.alpha.min()) == 255
+
+
+def test_alpha_truncates_like_rembg_at_model_size() -> None:
+    mask = np.array([[0.0, 0.4999, 1.0, 0.999]], np.float32)
+    assert upscale_mask(mask, (4, 1)).tolist() == [[0, 127, 255, 254]]
+
+
+def test_upscale_stays_close_to_rembg_lanczos() -> None:
+    mask = _soft(_disc(160, 150, 90) + _disc(60, 270, 25))
+    ours = upscale_mask(mask, (2048, 1536))
+    lanczos = np.asarray(
+        Image.fromarray((mask * 255).astype(np.uint8)).resize(
+            (2048, 1536), Image.Resampling.LANCZOS
+        )
+    )
+    a, b = ours >= 128, lanczos >= 128
+    assert (a & b).sum() / (a | b).sum() > 0.99
+    assert np.abs(ours.astype(int) - lanczos).max() <= 10
+
+
+def test_bbox_is_in_source_pixels() -> None:
+    mask = np.zeros((MODEL, MODEL), np.float32)
+    mask[80:160, 40:200] = 1.0  # x 40..199, y 80..159 of 320 -> x 1/8..5/8, y 1/4..1/2
+    subject = find_subject(mask, (640, 1280))
+    assert subject.bbox is not None
+    x, y, w, h = subject.bbox
+    assert abs(x - 80) <= 2 and abs(y - 320) <= 4
+    assert abs(w - 320) <= 4 and abs(h - 320) <= 8
+
+
+def test_bbox_ignores_faint_residue() -> None:
+    alpha = np.full((50, 60), 3, np.uint8)
+    alpha[0, :] = BBOX_ALPHA - 1
+    alpha[10:20, 30:40] = 255
+    assert alpha_bbox(alpha) == (30, 10, 10, 10)
+
+
+def test_bbox_of_a_model_mask_with_residue_across_the_background() -> None:
+    mask = np.full((MODEL, MODEL), 3 / 255 + 1e-4, np.float32)  # alpha 3 everywhere
+    mask[100:200, 100:200] = 1.0
+    subject = find_subject(mask, (MODEL, MODEL))
+    assert int(subject.alpha[0, 0]) == 3
+    assert subject.bbox == (100, 100, 100, 100)
+
+
+def test_fraction_is_mean_opacity() -> None:
+    mask = np.zeros((10, 10), np.float32)
+    mask[:5] = 1.0
+    mask[5:] = 0.5
+    subject = find_subject(mask, (10, 10))
+    assert subject.fraction == pytest.approx((50 * 255 + 50 * 127) / 100 / 255)
+
+
+def test_uncertainty_high_for_a_mask_of_halves() -> None:
+    assert uncertainty(np.full((MODEL, MODEL), 0.5, np.float32)) == 1.0
+    assert find_subject(np.full((MODEL, MODEL), 0.5, np.float32), (64, 64)).uncertainty == 1.0
+
+
+def test_uncertainty_zero_for_a_crisp_mask() -> None:
+    assert find_subject(_disc(160, 160, 100), (640, 640)).uncertainty == 0.0
+
+
+def test_uncertainty_counts_only_the_ambiguous_band() -> None:
+    mask = np.zeros((10, 10), np.float32)
+    mask[0, :4] = [0.05, 0.1, 0.5, 0.9]  # 0.05 and 0.1 unmarked, 0.5 ambiguous, 0.9 confident
+    mask[1, :] = 1.0
+    assert uncertainty(mask) == pytest.approx(1 / 12)
+
+
+def test_uncertainty_of_a_soft_edged_subject_is_low() -> None:
+    assert 0.0 < find_subject(_soft(_disc(160, 160, 100)), (320, 320)).uncertainty < 0.15
+
+
+def test_policy_all_keeps_every_blob() -> None:
+    mask = _disc(160, 160, 80) + _disc(40, 40, 8)
+    subject = find_subject(mask, (MODEL, MODEL))
+    assert subject.dropped == ()
+    assert subject.bbox is not None and subject.bbox[:2] == (32, 32)
+
+
+def test_policy_main_drops_a_small_blob_with_its_reason() -> None:
+    mask = _soft(_disc(180, 180, 80) + _disc(40, 40, 8))  # area ratio 1:100
+    subject = find_subject(mask, (640, 640), policy="main")
+    assert [d.reason for d in subject.dropped] == ["small"]
+    dropped = subject.dropped[0]
+    x, y, w, h = dropped.bbox
+    assert abs(x - 64) <= 4 and abs(y - 64) <= 4 and abs(w - 34) <= 4 and abs(h - 34) <= 4
+    assert dropped.area_fraction == pytest.approx(np.pi * 8**2 / MODEL**2, rel=0.15)
+    # the small blob and its soft halo are gone; the big one is untouched
+    assert int(subject.alpha[40:100, 40:100].max()) == 0
+    assert int(subject.alpha[360, 360]) == 255
+    assert subject.bbox is not None
+    assert abs(subject.bbox[0] - 2 * 100) <= 6
+    assert subject.to_metadata()["dropped"] == [
+        {
+            "reason": "small",
+            "bbox": list(dropped.bbox),
+            "area_fraction": round(dropped.area_fraction, 6),
+        }
+    ]
+
+
+def test_policy_main_drops_a_mid_sized_blob_cut_by_the_frame() -> None:
+    mask = _disc(180, 160, 90)
+    mask[0:40, 0:50] = 1.0  # 2000 px at the corner: over 5%, under 25% of the disc's ~25400
+    subject = find_subject(mask, (MODEL, MODEL), policy="main")
+    assert [d.reason for d in subject.dropped] == ["cut_by_frame"]
+    assert subject.dropped[0].bbox == (0, 0, 50, 40)
+    assert int(subject.alpha[:40, :50].max()) == 0
+
+
+def test_policy_main_keeps_a_large_second_subject() -> None:
+    mask = _disc(160, 90, 60) + _disc(160, 240, 55)  # a pair of shoes
+    subject = find_subject(mask, (MODEL, MODEL), policy="main")
+    assert subject.dropped == ()
+    assert subject.bbox is not None and subject.bbox[2] > 200
+
+
+def test_policy_main_keeps_a_mid_sized_blob_inside_the_frame() -> None:
+    mask = _disc(200, 160, 90) + _disc(50, 50, 30)  # 11% of the disc, away from the edge
+    subject = find_subject(mask, (MODEL, MODEL), policy="main")
+    assert subject.dropped == ()
+
+
+def test_policy_main_with_a_single_subject_changes_nothing() -> None:
+    mask = _soft(_disc(160, 160, 100))
+    main = find_subject(mask, (500, 400), policy="main")
+    everything = find_subject(mask, (500, 400))
+    assert np.array_equal(main.alpha, everything.alpha)
+
+
+def test_mask_of_the_wrong_shape_is_a_model_error() -> None:
+    with pytest.raises(ModelError):
+        find_subject(np.zeros((1, MODEL, MODEL), np.float32), (10, 10))
+
+
+def test_mask_with_nan_is_a_model_error() -> None:
+    mask = np.zeros((MODEL, MODEL), np.float32)
+    mask[5, 5] = np.nan
+    with pytest.raises(ModelError):
+        find_subject(mask, (10, 10))
+
+
+def test_metadata_is_json_ready() -> None:
+    mask = np.zeros((MODEL, MODEL), np.float32)
+    mask[100:200, 100:200] = 1.0
+    mask[100:200, 99] = 0.5
+    metadata = find_subject(mask, (MODEL, MODEL)).to_metadata()
+    assert metadata == {
+        "bbox": [99, 100, 101, 100],
+        "foreground_fraction": round((10_000 * 255 + 100 * 127) / MODEL**2 / 255, 6),
+        "uncertainty": round(100 / 10_100, 6),
+        "empty": False,
+        "dropped": [],
+    }
