@@ -34,7 +34,12 @@ from pipeline.options import OutputOptions
 from pipeline.ports import ObjectStore, Segmenter
 from pipeline.process import Prepared, finish, prepare
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
+# Files named like pictures become jobs. Formats the decoder refuses (SVG, AVIF, HEIC, ...) are
+# included on purpose: the user sees "unsupported_format" for them instead of silence.
+IMAGE_SUFFIXES = frozenset({
+    ".jpg", ".jpeg", ".jfif", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".svg",
+    ".avif", ".heic", ".heif", ".ico", ".psd", ".jp2", ".tga",
+})
 STATE_DIR = ".clipline"
 log = logs.get(__name__)
 

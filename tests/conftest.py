@@ -109,3 +109,19 @@ def _ledger_url(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> st
         conn.execute(text("INSERT INTO tenants (id, name) VALUES ('default', 'default')"))
     engine.dispose()
     return url
+
+
+MODEL_CACHE = Path(
+    os.environ.get(
+        "CLIPLINE_TEST_MODELS_DIR", Path(__file__).resolve().parents[1] / ".cache" / "models"
+    )
+)
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """A models folder holding the real, verified u2netp (downloaded once, then cached)."""
+    from pipeline.models import U2NETP, pull
+
+    pull(U2NETP, MODEL_CACHE)
+    return MODEL_CACHE

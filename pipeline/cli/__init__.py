@@ -7,7 +7,8 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from pipeline.cli import db
+from pipeline.cli import db, demo, models
+from pipeline.cli import run as run_command
 from pipeline.errors import ClipError, LedgerRefusal
 
 app = typer.Typer(
@@ -18,6 +19,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(db.app, name="db")
+app.add_typer(models.app, name="models")
+app.command("run")(run_command.run)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from pipeline.embedded import (
 from pipeline.errors import InvalidOptions
 from pipeline.jobs import JobStatus
 from pipeline.options import OutputOptions
+from pipeline.ports import Segmenter
 from pipeline.settings import Settings
 
 console = Console(stderr=True)
@@ -85,7 +86,9 @@ def run(
 def run_folder(
     src: Path, dst: Path, options: OutputOptions, settings: Settings, *, model: str,
     batch_size: int = 8, threads: int = 2, show_progress: bool = True,
+    segmenter: Segmenter | None = None,
 ) -> Summary:
+    """The embedded run behind ``clipline run``; ``segmenter`` defaults to the settings'."""
     if dst == src or src in dst.parents:
         raise InvalidOptions(f"DST {dst} must not be inside SRC {src}")
     keys, skipped = find_images(src)
@@ -93,19 +96,23 @@ def run_folder(
     with run_lock(dst):
         ledger = bootstrap.embedded_ledger(dst / STATE_DIR)
         try:
-            return _run(ledger, src, dst, keys, skipped, options, settings, batch_size, threads,
-                        show_progress)
+            segmenter = segmenter or bootstrap.segmenter(settings, threads=threads)
+            return _run(ledger, segmenter, src, dst, keys, skipped, options, settings,
+                        batch_size, threads, show_progress)
         finally:
             ledger.close()
 
 
-def _run(ledger: Any, src: Path, dst: Path, keys: list[str], skipped: int,
-         options: OutputOptions, settings: Settings, batch_size: int, threads: int,
-         show_progress: bool) -> Summary:
+def _run(ledger: Any, segmenter: Segmenter, src: Path, dst: Path, keys: list[str],
+         skipped: int, options: OutputOptions, settings: Settings, batch_size: int,
+         threads: int, show_progress: bool) -> Summary:
     batch = batch_id_for(src, options, settings.model)
-    engine = EmbeddedRun(ledger, _file_store(), bootstrap.segmenter(settings, threads=threads),
-                         model=settings.model, batch_size=batch_size, threads=threads)
-    ledger.reap(every_lease=True)  # we hold the lock: any lease left is from a dead run
+    engine = EmbeddedRun(ledger, _file_store(), segmenter, model=settings.model,
+                         batch_size=batch_size, threads=threads)
+    # We hold the lock: any lease left is from a run that died, and so is any half-written file.
+    ledger.reap(every_lease=True)
+    for part in dst.rglob(".*.part"):
+        part.unlink()
     engine.submit(src, keys, options, batch)
     before = ledger.batch_counts(batch)
     todo = before[JobStatus.QUEUED]

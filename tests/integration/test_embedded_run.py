@@ -1,0 +1,140 @@
+"""The embedded run over real folders and a real SQLite ledger: bad files fail alone, names
+mirror, reruns do only what is left, and a SIGKILLed run resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.adapters.fake_segmenter import FakeSegmenter
+from pipeline.cli.run import run_folder
+from pipeline.demo_images import SAMPLES
+from pipeline.options import OutputOptions
+from pipeline.settings import Settings
+from tests.unit.corpus import CASES
+
+CLIPLINE = str(Path(sys.executable).with_name("clipline"))
+
+
+def _fill(src: Path) -> None:
+    for name, case in CASES.items():
+        (src / "odd").mkdir(parents=True, exist_ok=True)
+        (src / "odd" / f"{name}-{case.filename}").write_bytes(case.data)
+    for name, draw in SAMPLES.items():
+        path = src / f"{name}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draw().save(path)
+    (src / "README.txt").write_text("not an image, skipped by name")
+
+
+def _run(src: Path, dst: Path, **kw: object) -> object:
+    return run_folder(src, dst, OutputOptions(), Settings(), model="fake",
+                      segmenter=FakeSegmenter(), show_progress=False, batch_size=4, **kw)
+
+
+def test_a_run_cuts_out_what_it_can_and_records_why_the_rest_failed(tmp_path: Path) -> None:
+    src, dst = tmp_path / "in", tmp_path / "out"
+    _fill(src)
+    summary = _run(src, dst)
+    bad = {n: c for n, c in CASES.items() if c.expect_error}
+    expected_failures: dict[str, int] = {}
+    for case in bad.values():
+        reason = case.expect_error.reason  # type: ignore[union-attr]
+        expected_failures[reason] = expected_failures.get(reason, 0) + 1
+    assert summary.failed == expected_failures  # type: ignore[attr-defined]
+    assert summary.succeeded == len(CASES) - len(bad) + len(SAMPLES)  # type: ignore[attr-defined]
+    assert summary.skipped_files == 1  # type: ignore[attr-defined]
+    assert summary.remaining == 0  # type: ignore[attr-defined]
+    assert (dst / "kitchen" / "mug.png").exists()
+    assert (dst / "odd" / "exif_rotated_6-rotated6.png").exists() or any(
+        p.name.startswith("exif_rotated_6") for p in (dst / "odd").iterdir())
+    for name, case in CASES.items():
+        outputs = list((dst / "odd").glob(f"{name}-*.png"))
+        assert len(outputs) == (0 if case.expect_error else 1), name
+
+
+def test_a_second_run_does_nothing_new_and_a_changed_file_is_redone(tmp_path: Path) -> None:
+    src, dst = tmp_path / "in", tmp_path / "out"
+    _fill(src)
+    first = _run(src, dst)
+    again = _run(src, dst)
+    assert again.succeeded == 0  # type: ignore[attr-defined]
+    assert again.already_done == first.succeeded  # type: ignore[attr-defined]
+    mug = src / "kitchen" / "mug.jpg"
+    Image.new("RGB", (50, 40), (0, 0, 255)).save(mug)
+    os.utime(mug, ns=(time.time_ns(), time.time_ns() + 10**9))
+    third = _run(src, dst)
+    assert third.succeeded == 1  # type: ignore[attr-defined]
+    with Image.open(dst / "kitchen" / "mug.png") as redone:
+        assert redone.size == (50, 40)
+
+
+def test_output_folder_inside_the_source_is_refused(tmp_path: Path) -> None:
+    from pipeline.errors import InvalidOptions
+
+    (tmp_path / "in").mkdir()
+    with pytest.raises(InvalidOptions, match="must not be inside"):
+        _run(tmp_path / "in", tmp_path / "in" / "out")
+
+
+def test_cli_reports_failures_with_exit_status_1(tmp_path: Path, models_dir: Path) -> None:
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "fake.jpg").write_text("plain text")
+    Image.new("RGB", (64, 64), (255, 255, 255)).save(src / "white.png")
+    env = {**os.environ, "CLIPLINE_MODELS_DIR": str(models_dir)}
+    proc = subprocess.run([CLIPLINE, "run", str(src), str(dst)], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "1 x not_an_image" in proc.stderr
+    assert "fake.jpg" in proc.stderr
+    assert (dst / "white.png").exists()
+
+
+def test_cli_bad_option_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    proc = subprocess.run(
+        [CLIPLINE, "run", str(tmp_path / "in"), str(tmp_path / "out"), "--crop-margin", "70%"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert "invalid_options" in proc.stderr and "crop_margin" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_sigkilled_run_resumes_and_finishes_every_image(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(24):
+        img = SAMPLES[list(SAMPLES)[i % len(SAMPLES)]]()
+        img = img.rotate(float(rng.uniform(-8, 8)), fillcolor=(240, 240, 240))
+        img.save(src / f"item-{i:02d}.jpg")
+    env = {**os.environ, "CLIPLINE_MODELS_DIR": str(models_dir)}
+    args = [CLIPLINE, "run", str(src), str(dst), "--batch-size", "2", "--threads", "1"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(list(dst.glob("*.png"))) < 3 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the run finished before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    done_before = len(list(dst.glob("*.png")))
+    assert 3 <= done_before < 24
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=400,
+                           check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(p.name for p in dst.glob("*.png")) == [f"item-{i:02d}.png" for i in range(24)]
+    assert f"{done_before} already done" in rerun.stderr or "already done" in rerun.stderr
+    assert not list(dst.rglob(".*.part"))
