@@ -17,6 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: click rewraps docstring paragraphs to the terminal's width.
+    rich_markup_mode=None,
 )
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
