@@ -43,7 +43,7 @@ from pipeline.adapters.ledger_rows import (
     to_job,
 )
 from pipeline.adapters.ledger_statements import LEASE_CLEARED, Move, Statements
-from pipeline.adapters.schema import batches, job_events, jobs, tenants
+from pipeline.adapters.schema import batches, job_events, jobs, status_is, tenants
 from pipeline.clock import SystemClock
 from pipeline.errors import (
     ClipError,
@@ -327,8 +327,8 @@ class SqlLedger:
         that knows every holder is gone.
         """
         now = self.clock.now()
-        expired_rule = jobs.c.status == R if every_lease else and_(
-            jobs.c.status == R, jobs.c.lease_expires_at < now)
+        running = status_is(JobStatus.RUNNING)
+        expired_rule = running if every_lease else and_(running, jobs.c.lease_expires_at < now)
         expired = (
             select(jobs.c.id, jobs.c.lease_token, jobs.c.attempts, jobs.c.max_attempts)
             .where(expired_rule)
@@ -446,10 +446,11 @@ class SqlLedger:
         previous page (ids are time-ordered, so this is a stable cursor)."""
         conds = []
         for column, value in ((jobs.c.tenant_id, tenant), (jobs.c.batch_id, batch_id),
-                              (jobs.c.status, status.value if status else None),
                               (jobs.c.last_error_code, reason)):
             if value is not None:
                 conds.append(column == value)
+        if status is not None:
+            conds.append(status_is(status))
         if after is not None:
             conds.append(jobs.c.id > after)
         query = select(jobs).where(*conds).order_by(jobs.c.id).limit(limit)

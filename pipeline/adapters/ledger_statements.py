@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, literal, null, select, update
 
-from pipeline.adapters.schema import JSONDoc, UTCDateTime, job_events, jobs
+from pipeline.adapters.schema import JSONDoc, UTCDateTime, job_events, jobs, status_is
 from pipeline.jobs import JobStatus
 
 Q, R = JobStatus.QUEUED.value, JobStatus.RUNNING.value
@@ -105,7 +105,7 @@ class Statements:
         return self._claim_next[batch]
 
     def _build_claim_next(self, batch: bool) -> tuple[Any, Move]:
-        conds = [jobs.c.status == Q, jobs.c.not_before <= NOW]
+        conds = [status_is(JobStatus.QUEUED), jobs.c.not_before <= NOW]
         if batch:
             conds.append(jobs.c.batch_id == BATCH)
         due = (

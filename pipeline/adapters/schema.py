@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -164,6 +165,13 @@ job_events = Table(
     Column("error_message", Text, nullable=True),
     Index(None, "job_id", "id"),
 )
+
+
+def status_is(status: JobStatus) -> Any:
+    """``jobs.status = '<status>'`` with the value inline, not bound: the partial indexes
+    (claim, lease, dead letters) can serve only a query whose predicate the planner can match
+    against theirs, and a prepared statement's generic plan cannot see a bound value."""
+    return jobs.c.status == literal_column(f"'{status.value}'")
 
 
 def row_dict(row: Any) -> dict[str, Any]:
