@@ -24,8 +24,9 @@ services:  ## start PostgreSQL and Redis on 127.0.0.1 if they are down
 demo: venv  ## run the embedded demo (SQLite, local folders, ONNX Runtime)
 	$(BIN)/clipline demo
 
-test: venv services  ## lint, then every test against the real services
+test: venv services  ## lint and type-check, then every test against the real services
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: venv  ## ruff and mypy

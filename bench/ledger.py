@@ -1,6 +1,6 @@
 """Ledger benchmark on PostgreSQL: bulk submission, then claim→complete with K workers.
 
-    python bench/ledger.py [--jobs 1000000] [--workers 4] [--claim-batch 1] [--work-jobs 20000]
+    python bench/ledger.py [--jobs 1000000] [--workers 2 4] [--claim-batch 1 10] [--work-jobs 20000]
 
 Creates a scratch database (dropped at the end) on the server given by --server, migrates it,
 and prints jobs/s for each phase. Figures go to docs/PERFORMANCE.md with the machine they came from.
@@ -97,7 +97,8 @@ def main() -> None:
     ap.add_argument("--server", default="postgresql+psycopg://postgres@127.0.0.1:5432")
     ap.add_argument("--jobs", type=int, default=1_000_000, help="bulk submission size")
     ap.add_argument("--work-jobs", type=int, default=20_000, help="jobs for claim→complete")
-    ap.add_argument("--workers", type=int, default=4, help="worker processes (K)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[2, 4],
+                    help="worker process counts (K) to try")
     ap.add_argument("--claim-batch", type=int, nargs="+", default=[1, 10])
     args = ap.parse_args()
 
@@ -111,8 +112,9 @@ def main() -> None:
         print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f},"
               f" Python {platform.python_version()}")
         bench_bulk(url, args.jobs)
-        for batch in args.claim_batch:
-            bench_claim_complete(url, args.work_jobs, args.workers, batch)
+        for workers in args.workers:
+            for batch in args.claim_batch:
+                bench_claim_complete(url, args.work_jobs, workers, batch)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

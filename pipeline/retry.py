@@ -19,7 +19,7 @@ class Backoff:
     cap: float = 600.0
 
     def ceiling(self, attempt: int) -> float:
-        return min(self.cap, self.base * 2 ** max(0, attempt - 1))
+        return min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         top = self.ceiling(attempt)

@@ -121,7 +121,8 @@ MODEL_CACHE = Path(
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     """A models folder holding the real, verified u2netp (downloaded once, then cached)."""
-    from pipeline.models import U2NETP, pull
+    from pipeline.model_fetch import pull
+    from pipeline.models import U2NETP
 
     pull(U2NETP, MODEL_CACHE)
     return MODEL_CACHE

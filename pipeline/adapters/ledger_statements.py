@@ -34,7 +34,7 @@ TOKEN = bindparam("p_token", type_=jobs.c.lease_token.type)
 NEW_TOKEN = bindparam("p_new_token", type_=jobs.c.lease_token.type)
 WORKER = bindparam("p_worker", type_=jobs.c.leased_by.type)
 RESULT = bindparam("p_result", type_=JSONDoc)
-LIMIT = bindparam("p_limit")
+LIMIT: Any = bindparam("p_limit")
 BATCH = bindparam("p_batch", type_=jobs.c.batch_id.type)
 
 

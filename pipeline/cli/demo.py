@@ -12,7 +12,8 @@ from pipeline import logs
 from pipeline.cli.run import print_summary, run_folder
 from pipeline.demo_images import SAMPLES
 from pipeline.imaging.sheet import contact_sheet
-from pipeline.models import get_spec, inspect, pull
+from pipeline.model_fetch import pull
+from pipeline.models import get_spec, inspect
 from pipeline.options import OutputOptions
 from pipeline.settings import Settings
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from pipeline.errors import ModelError
-from pipeline.models import all_specs, get_spec, inspect, pull, resolve, uint8_form
+from pipeline.model_fetch import pull
+from pipeline.models import all_specs, get_spec, inspect, resolve, uint8_form
 from pipeline.settings import Settings
 
 app = typer.Typer(

@@ -15,7 +15,8 @@ import pytest
 
 from pipeline.adapters.onnx_graph import export_uint8, sample_images
 from pipeline.adapters.onnx_segmenter import OnnxSegmenter
-from pipeline.models import U2NETP, pull, resolve, sha256_of, uint8_form
+from pipeline.model_fetch import pull
+from pipeline.models import U2NETP, resolve, sha256_of, uint8_form
 
 pytestmark = pytest.mark.slow
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ModelError
+from pipeline.model_fetch import pull
 from pipeline.models import (
     ISNET_GENERAL_USE,
     U2NETP,
@@ -25,7 +26,6 @@ from pipeline.models import (
     inspect,
     min_max,
     obtain_hint,
-    pull,
     record_sha256,
     resolve,
     sha256_of,
