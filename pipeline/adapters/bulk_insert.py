@@ -108,9 +108,9 @@ def _executemany_sqlite(
     iterator = iter(specs)
     while chunk := list(islice(iterator, SQLITE_CHUNK)):
         rows = [
-            {**constants, **dict(zip(VARYING, _varying(s, ""), strict=True)),
-             "id": new_id(), "options": dict(s.options)}
-            for s in chunk
+            {**constants, **dict(zip(VARYING, _varying(spec, options), strict=True)),
+             "id": new_id(), "options": dict(spec.options)}
+            for spec, options in _options_json(chunk)
         ]
         inserted += conn.execute(stmt, rows).rowcount
         received += len(rows)

@@ -76,8 +76,13 @@ def run(
     logs.configure(settings.log_format if settings.log_format != "auto" else "console", "ERROR")
     options = output_options(fmt, channels, bg_color, crop, crop_margin, max_side, subject,
                              strict_empty)
-    summary = run_folder(src, dst, options, settings, model=model or settings.model,
-                         batch_size=batch_size, threads=threads or os.cpu_count() or 2)
+    try:
+        summary = run_folder(src, dst, options, settings, model=model or settings.model,
+                             batch_size=batch_size, threads=threads or os.cpu_count() or 2)
+    except KeyboardInterrupt:
+        # Finished cut-outs are recorded; the jobs in flight are taken back by the next run.
+        console.print("interrupted: what finished is kept; run the same command to go on")
+        raise typer.Exit(130) from None
     print_summary(summary, dst)
     if summary.failed or summary.remaining:
         raise typer.Exit(1)

@@ -111,8 +111,9 @@ def test_cli_bad_option_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_a_sigkilled_run_resumes_and_finishes_every_image(
-    tmp_path: Path, models_dir: Path
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
+def test_a_stopped_run_resumes_and_finishes_every_image(
+    tmp_path: Path, models_dir: Path, sig: signal.Signals
 ) -> None:
     src, dst = tmp_path / "in", tmp_path / "out"
     src.mkdir()
@@ -123,13 +124,17 @@ def test_a_sigkilled_run_resumes_and_finishes_every_image(
         img.save(src / f"item-{i:02d}.jpg")
     env = {**os.environ, "CLIPLINE_MODELS_DIR": str(models_dir)}
     args = [CLIPLINE, "run", str(src), str(dst), "--batch-size", "2", "--threads", "1"]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.monotonic() + 300
     while len(list(dst.glob("*.png"))) < 3 and time.monotonic() < deadline:
         assert proc.poll() is None, "the run finished before it could be killed"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, err
+        assert "run the same command to go on" in err
     done_before = len(list(dst.glob("*.png")))
     assert 3 <= done_before < 24
     rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=400,
