@@ -337,7 +337,10 @@ def _fit(im: Image.Image, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
     h, w = size
     if im.size != (w, h):
         # Pillow resizes RGBA premultiplied, so compositing after the resize equals before it.
-        im = im.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        # LANCZOS, as rembg resizes: with a cheaper filter the masks of fine, busy pictures
+        # drift from rembg's (IoU 0.84 instead of 0.93 on the worst test image). The
+        # reducing gap lets Pillow box-reduce first, which keeps the cost small.
+        im = im.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return _over_white(im)
 
 
