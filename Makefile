@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv services demo test lint bench-ledger clean
+.PHONY: help venv services demo test lint bench-ledger bench-rembg bench-fidelity clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +35,14 @@ lint: venv  ## ruff and mypy
 
 bench-ledger: venv services  ## the ledger benchmark on PostgreSQL (see docs/PERFORMANCE.md)
 	$(BIN)/python bench/ledger.py
+
+bench-rembg: venv  ## clipline run vs rembg p, same model and images (builds bench/.venv-rembg once)
+	./scripts/rembg-venv.sh
+	$(BIN)/python -m bench.vs_rembg
+
+bench-fidelity: venv  ## u2netp through clipline vs the U2-Net authors' own results
+	./scripts/rembg-venv.sh
+	$(BIN)/python -m bench.fidelity --rembg
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
