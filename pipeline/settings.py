@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.imaging.decode import DEFAULT_FORMATS, DecodeLimits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -49,6 +51,19 @@ class Settings(BaseSettings):
     )
     triton_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC address.")
 
+    # -- input safety -----------------------------------------------------------------------
+    max_pixels: PositiveInt = Field(
+        default=50_000_000,
+        description="Largest image accepted (width x height), checked on the header before "
+        "decoding; larger ones fail with too_many_pixels.",
+    )
+    max_input_bytes: PositiveInt = Field(
+        default=256 * 1024 * 1024, description="Largest source file accepted (object_too_large)."
+    )
+    allow_gif: bool = Field(
+        default=False, description="Accept still GIFs (animated images are always refused)."
+    )
+
     # -- ledger behaviour -------------------------------------------------------------------
     lease_seconds: PositiveFloat = Field(
         default=120.0, description="How long a claim holds a job before it may be reaped."
@@ -73,6 +88,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Lowest level written."
     )
+
+    @cached_property
+    def decode_limits(self) -> DecodeLimits:
+        formats = DEFAULT_FORMATS | ({"GIF"} if self.allow_gif else set())
+        return DecodeLimits(
+            max_pixels=self.max_pixels, max_bytes=self.max_input_bytes, formats=formats
+        )
 
     @cached_property
     def ledger_url(self) -> str:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from pipeline import bootstrap, logs
+from pipeline.adapters.file_store import FileStore
 from pipeline.embedded import (
     STATE_DIR,
     EmbeddedRun,
@@ -112,8 +113,10 @@ def _run(ledger: Any, segmenter: Segmenter, src: Path, dst: Path, keys: list[str
          skipped: int, options: OutputOptions, settings: Settings, batch_size: int,
          threads: int, show_progress: bool) -> Summary:
     batch = batch_id_for(src, options, settings.model)
-    engine = EmbeddedRun(ledger, _file_store(), segmenter, model=settings.model,
-                         batch_size=batch_size, threads=threads)
+    limits = settings.decode_limits
+    engine = EmbeddedRun(ledger, FileStore(max_bytes=limits.max_bytes), segmenter,
+                         model=settings.model, batch_size=batch_size, threads=threads,
+                         limits=limits)
     # We hold the lock: any lease left is from a run that died, and so is any half-written file.
     ledger.reap(every_lease=True)
     for part in dst.rglob(".*.part"):
@@ -139,12 +142,6 @@ def _run(ledger: Any, segmenter: Segmenter, src: Path, dst: Path, keys: list[str
         seconds=time.perf_counter() - started,
         remaining=after[JobStatus.QUEUED] + after[JobStatus.RUNNING],
     )
-
-
-def _file_store() -> Any:
-    from pipeline.adapters.file_store import FileStore
-
-    return FileStore()
 
 
 class ProgressBar:

@@ -143,3 +143,17 @@ def test_a_stopped_run_resumes_and_finishes_every_image(
     assert sorted(p.name for p in dst.glob("*.png")) == [f"item-{i:02d}.png" for i in range(24)]
     assert f"{done_before} already done" in rerun.stderr or "already done" in rerun.stderr
     assert not list(dst.rglob(".*.part"))
+
+
+def test_pixel_limit_and_gif_come_from_the_settings(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (100, 100), (200, 0, 0)).save(src / "big.png")
+    Image.new("RGB", (20, 20), (200, 0, 0)).save(src / "small.png")
+    Image.new("P", (20, 20), 1).save(src / "still.gif")
+    strict = run_folder(src, tmp_path / "a", OutputOptions(), Settings(max_pixels=5_000),
+                        model="fake", segmenter=FakeSegmenter(), show_progress=False)
+    assert strict.failed == {"too_many_pixels": 1, "unsupported_format": 1}
+    relaxed = run_folder(src, tmp_path / "b", OutputOptions(), Settings(allow_gif=True),
+                         model="fake", segmenter=FakeSegmenter(), show_progress=False)
+    assert (relaxed.failed, relaxed.succeeded) == ({}, 3)
