@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.masks import MaskComparison, MaskFileError, compare, load_mask, summarise
+from bench.masks import MaskComparison, compare, load_mask, summarise
 from bench.vs_rembg import (
     BenchError,
     Tools,
     add_tool_options,
     machine_line,
     prepare_tools,
+    run_bench,
     run_checked,
 )
 
@@ -132,18 +131,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="clipline-fidelity-"))
-    try:
-        return bench(args, work)
-    except (BenchError, MaskFileError) as exc:
-        print(f"fidelity: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    return run_bench("fidelity", bench, parse_args(argv))
 
 
 if __name__ == "__main__":

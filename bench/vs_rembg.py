@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -315,19 +315,24 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="clipline-vs-rembg-"))
+def run_bench(name: str, run: Callable[[argparse.Namespace, Path], int],
+              args: argparse.Namespace) -> int:
+    """Run a benchmark in a scratch folder; a missing tool or file is exit 2 with one line."""
+    work = Path(tempfile.mkdtemp(prefix=f"clipline-{name}-"))
     try:
-        return bench(args, work)
+        return run(args, work)
     except (BenchError, MaskFileError) as exc:
-        print(f"vs_rembg: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
     finally:
         if args.keep:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_bench("vs-rembg", bench, parse_args(argv))
 
 
 if __name__ == "__main__":
