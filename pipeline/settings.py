@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     )
     s3_region: str = Field(default="us-east-1", description="S3 region.")
     s3_output_bucket: str | None = Field(default=None, description="Bucket for cut-outs.")
+    s3_connect_timeout_seconds: PositiveFloat = Field(
+        default=5.0, description="S3 connect timeout."
+    )
+    s3_read_timeout_seconds: PositiveFloat = Field(default=30.0, description="S3 read timeout.")
+    s3_max_attempts: PositiveInt = Field(
+        default=4, description="Tries per S3 call, botocore's standard retry mode included."
+    )
+    s3_max_pool_connections: PositiveInt = Field(
+        default=20, description="S3 connections kept per process."
+    )
     segmenter: Literal["onnx", "triton"] = Field(
         default="onnx", description="Run the model in process (onnx) or on a Triton server."
     )
