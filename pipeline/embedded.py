@@ -73,6 +73,7 @@ class Summary:
     skipped_files: int = 0
     seconds: float = 0.0
     remaining: int = 0
+    batch_id: uuid.UUID | None = None
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     """(key, reason, message) of the first few dead jobs."""
 

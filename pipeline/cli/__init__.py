@@ -7,7 +7,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from pipeline.cli import db, demo, models
+from pipeline.cli import db, demo, jobs, models
 from pipeline.cli import run as run_command
 from pipeline.errors import ClipError, LedgerRefusal
 
@@ -24,6 +24,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
 app.command("run")(run_command.run)
 app.command("demo")(demo.demo)
+app.command("status")(jobs.status)
+app.command("redrive")(jobs.redrive)
 
 
 def main() -> None:

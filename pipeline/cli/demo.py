@@ -17,7 +17,8 @@ from pipeline.models import get_spec, inspect
 from pipeline.options import OutputOptions
 from pipeline.settings import Settings
 
-console = Console(stderr=True)
+# soft_wrap: commands and paths stay on one line, so they can be copied (and parsed).
+console = Console(stderr=True, soft_wrap=True)
 
 
 def demo(

@@ -27,7 +27,8 @@ from pipeline.options import OutputOptions
 from pipeline.ports import Segmenter
 from pipeline.settings import Settings
 
-console = Console(stderr=True)
+# soft_wrap: commands and paths stay on one line, so they can be copied (and parsed).
+console = Console(stderr=True, soft_wrap=True)
 
 
 def output_options(
@@ -135,6 +136,7 @@ def _run(ledger: Any, segmenter: Segmenter, src: Path, dst: Path, keys: list[str
     after = ledger.batch_counts(batch)
     dead = ledger.list_jobs(batch_id=batch, status=JobStatus.DEAD, limit=10)
     return Summary(
+        batch_id=batch,
         failures=[(j.key, j.last_error_code or "", j.last_error_message or "") for j in dead],
         total=after.total, already_done=before[JobStatus.SUCCEEDED],
         succeeded=after[JobStatus.SUCCEEDED] - before[JobStatus.SUCCEEDED],
@@ -185,3 +187,7 @@ def print_summary(summary: Summary, dst: Path) -> None:
     if summary.skipped_files:
         console.print(f"  {summary.skipped_files} files were not images (by name) and were skipped")
     console.print(f"Cut-outs are in {dst}")
+    if summary.failed:
+        console.print(f"  batch {summary.batch_id}: `clipline status --run {dst} --batch "
+                      f"{summary.batch_id}`; retry with `clipline redrive --run {dst} --reason "
+                      "REASON`, then run again")

@@ -1,0 +1,86 @@
+"""``clipline status`` and ``clipline redrive``: look at jobs and send dead letters back.
+
+Both work on the ledger of the settings (``CLIPLINE_DATABASE_URL``), or on an embedded run's
+ledger with ``--run DST``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from pipeline.embedded import STATE_DIR
+from pipeline.jobs import DEFAULT_TENANT, JobStatus
+from pipeline.settings import Settings
+
+RUN = typer.Option(None, "--run", help="Use the ledger of an embedded run's output folder.",
+                   exists=True, file_okay=False)
+TENANT = typer.Option(DEFAULT_TENANT, "--tenant", help="Tenant whose jobs to act on.")
+
+
+def _ledger(run: Path | None) -> Any:
+    from pipeline.adapters.database import make_engine
+    from pipeline.adapters.ledger_sql import SqlLedger
+
+    if run is None:
+        return SqlLedger.from_settings(Settings())
+    db = run / STATE_DIR / "ledger.sqlite3"
+    if not db.is_file():
+        raise typer.BadParameter(f"{run} holds no clipline run ledger ({db} is missing)")
+    return SqlLedger(make_engine(f"sqlite:///{db.resolve()}"))
+
+
+def status(
+    job: uuid.UUID | None = typer.Argument(None, help="A job id: print that job."),
+    batch: uuid.UUID | None = typer.Option(None, "--batch", help="Counts for one batch."),
+    run: Path | None = RUN,
+    tenant: str = TENANT,
+) -> None:
+    """Print one job (status, attempts, last error, result), or a batch's counts by status with
+    its dead letters by reason."""
+    if (job is None) == (batch is None):
+        raise typer.BadParameter("give a JOB id or --batch ID (one of them)")
+    ledger = _ledger(run)
+    try:
+        if job is not None:
+            found = ledger.get(job, tenant=tenant)
+            typer.echo(json.dumps({
+                "id": str(found.id), "status": found.status.value, "attempts": found.attempts,
+                "max_attempts": found.max_attempts, "source": f"{found.bucket}/{found.key}",
+                "error": found.last_error_code, "message": found.last_error_message,
+                "result": found.result,
+            }, indent=2, default=str))
+            return
+        assert batch is not None
+        counts = ledger.batch_counts(batch)
+        for state in JobStatus:
+            typer.echo(f"{state.value:>10}  {counts[state]}")
+        for reason, n in sorted(counts.dead_by_reason.items()):
+            typer.echo(f"  dead by {reason}: {n}")
+    finally:
+        ledger.close()
+
+
+def redrive(
+    ids: list[uuid.UUID] | None = typer.Option(None, "--id", help="A dead job to re-drive "
+                                                "(repeatable)."),
+    reason: str | None = typer.Option(None, "--reason", help="Every dead job with this "
+                                      "reason code, e.g. storage_unavailable."),
+    batch: uuid.UUID | None = typer.Option(None, "--batch", help="Dead jobs of this batch."),
+    run: Path | None = RUN,
+    tenant: str = TENANT,
+) -> None:
+    """Send dead jobs back to the queue with fresh attempts. Selectors combine (AND); at least
+    one is required. For an embedded run, run `clipline run` again afterwards."""
+    if not ids and reason is None and batch is None:
+        raise typer.BadParameter("give --id, --reason or --batch")
+    ledger = _ledger(run)
+    try:
+        moved = ledger.redrive(tenant=tenant, ids=ids or None, reason=reason, batch_id=batch)
+    finally:
+        ledger.close()
+    typer.echo(f"re-driven: {moved} job(s)")
