@@ -54,8 +54,6 @@ def test_a_run_cuts_out_what_it_can_and_records_why_the_rest_failed(tmp_path: Pa
     assert summary.skipped_files == 1  # type: ignore[attr-defined]
     assert summary.remaining == 0  # type: ignore[attr-defined]
     assert (dst / "kitchen" / "mug.png").exists()
-    assert (dst / "odd" / "exif_rotated_6-rotated6.png").exists() or any(
-        p.name.startswith("exif_rotated_6") for p in (dst / "odd").iterdir())
     for name, case in CASES.items():
         outputs = list((dst / "odd").glob(f"{name}-*.png"))
         assert len(outputs) == (0 if case.expect_error else 1), name
