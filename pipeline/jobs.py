@@ -53,6 +53,7 @@ TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
 
 LEASE_EXPIRED = "lease_expired"
 """Reason code recorded when a worker stopped heart-beating (it died or hung)."""
+LEASE_EXPIRED_MESSAGE = "the worker's lease expired before it finished (it died or hung)"
 
 DEFAULT_TENANT = "default"
 

@@ -114,11 +114,17 @@ def cut_out(
 ) -> Cutout:
     """One image, all stages; the result's metadata carries the time of each stage."""
     prepared = prepare(data, segmenter.input_size, limits)
-    with prepared.timings.stage("infer"):
-        mask = segmenter.predict(prepared.model_input[np.newaxis])[0]
-    cut = finish(prepared, mask, options, model=model)
+    cut = _segment_and_finish(prepared, segmenter, options, model)
     return Cutout(cut.data, cut.content_type, cut.extension,
                   {**cut.metadata, "timings_ms": prepared.timings.ms()})
+
+
+def _segment_and_finish(
+    prepared: Prepared, segmenter: Segmenter, options: OutputOptions, model: str
+) -> Cutout:
+    with prepared.timings.stage("infer"):
+        mask = segmenter.predict(prepared.model_input[np.newaxis])[0]
+    return finish(prepared, mask, options, model=model)
 
 
 def options_hash(options: OutputOptions, model: str) -> str:
@@ -144,9 +150,7 @@ def process_job(
     with timings.stage("fetch"):
         data = store.get(job.bucket, job.key, version=job.version)
     prepared = prepare(data, segmenter.input_size, limits, timings)
-    with timings.stage("infer"):
-        mask = segmenter.predict(prepared.model_input[np.newaxis])[0]
-    cut = finish(prepared, mask, options, model=job.model)
+    cut = _segment_and_finish(prepared, segmenter, options, job.model)
     key = output_key(job, options, prefix)
     provenance = {"job-id": str(job.id), "model": job.model,
                   "options-hash": options_hash(options, job.model)}

@@ -7,6 +7,7 @@ statement the first occurrence wins.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import sqlite
 
 from pipeline.adapters.schema import jobs
-from pipeline.jobs import JobSpec, canonical_json, dedupe_key_of, new_id, new_id_text
+from pipeline.jobs import JobSpec, canonical_json, dedupe_key_of, new_id_text
 
 # Columns that differ per line; the rest of a row is the same for the whole call.
 VARYING = (
@@ -98,6 +99,14 @@ def _adapt(params: dict[str, Any], conn: Connection) -> dict[str, Any]:
     return out
 
 
+def _sqlite_row(
+    constants: Mapping[str, Any], spec: JobSpec, options_json: str
+) -> dict[str, Any]:
+    # SQLAlchemy binds ids as UUID objects and options as the mapping itself, not as text.
+    row = {**constants, **dict(zip(VARYING, _varying(spec, options_json), strict=True))}
+    return {**row, "id": uuid.UUID(row["id"]), "options": dict(spec.options)}
+
+
 def _executemany_sqlite(
     conn: Connection, specs: Iterable[JobSpec], constants: Mapping[str, Any]
 ) -> tuple[int, int]:
@@ -108,8 +117,7 @@ def _executemany_sqlite(
     iterator = iter(specs)
     while chunk := list(islice(iterator, SQLITE_CHUNK)):
         rows = [
-            {**constants, **dict(zip(VARYING, _varying(spec, options), strict=True)),
-             "id": new_id(), "options": dict(spec.options)}
+            _sqlite_row(constants, spec, options)
             for spec, options in _options_json(chunk)
         ]
         inserted += conn.execute(stmt, rows).rowcount

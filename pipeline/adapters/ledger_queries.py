@@ -14,13 +14,13 @@ from sqlalchemy import Connection, Engine, and_, func, select, update
 
 from pipeline.adapters.database import translated
 from pipeline.adapters.ledger_rows import JobEvent, event, record, to_job
+from pipeline.adapters.ledger_statements import LEASE_CLEARED
 from pipeline.adapters.schema import job_events, jobs, status_is
 from pipeline.errors import JobNotFound, LeaseLost, TransitionRefused
 from pipeline.jobs import DEFAULT_TENANT, BatchCounts, Job, JobStatus
 from pipeline.ports import Clock
 
 Q, R = JobStatus.QUEUED.value, JobStatus.RUNNING.value
-LEASE_CLEARED = {"lease_token": None, "lease_expires_at": None}
 
 
 class LedgerQueries:

@@ -51,6 +51,7 @@ from pipeline.errors import (
 from pipeline.jobs import (
     DEFAULT_TENANT,
     LEASE_EXPIRED,
+    LEASE_EXPIRED_MESSAGE,
     BulkResult,
     Claim,
     Job,
@@ -331,13 +332,12 @@ class SqlLedger(LedgerQueries):
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        message = "the worker's lease expired before it finished (it died or hung)"
         with translated(), self.engine.begin() as conn:
             rows = conn.execute(expired).all()
             updates = [
                 {"b_id": r.id, "b_token": r.lease_token,
                  **self._failure_values(r.attempts < r.max_attempts, r.attempts,
-                                        LEASE_EXPIRED, message, now)}
+                                        LEASE_EXPIRED, LEASE_EXPIRED_MESSAGE, now)}
                 for r in rows
             ]
             for group in by_keys(updates):
@@ -348,7 +348,7 @@ class SqlLedger(LedgerQueries):
             record(conn, [
                 {"job_id": u["b_id"], "at": now, "action": "reaped", "from_status": R,
                  "to_status": u["status"], "attempt": r.attempts, "worker": None,
-                 "error_code": LEASE_EXPIRED, "error_message": message}
+                 "error_code": LEASE_EXPIRED, "error_message": LEASE_EXPIRED_MESSAGE}
                 for u, r in zip(updates, rows, strict=True)
             ])
         dead = sum(1 for u in updates if u["status"] == JobStatus.DEAD.value)

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipeline.adapters.ledger_rows import JobEvent, ReapResult
+from pipeline.adapters.ledger_rows import JobEvent, ReapResult, identity
 from pipeline.clock import SystemClock
 from pipeline.errors import (
     ClipError,
@@ -24,6 +24,7 @@ from pipeline.errors import (
 from pipeline.jobs import (
     DEFAULT_TENANT,
     LEASE_EXPIRED,
+    LEASE_EXPIRED_MESSAGE,
     BatchCounts,
     BulkResult,
     Claim,
@@ -37,7 +38,6 @@ from pipeline.ports import Clock
 from pipeline.retry import Backoff
 
 Q, R, D = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DEAD
-REAP_MESSAGE = "the worker's lease expired before it finished (it died or hung)"
 
 
 class MemoryLedger:
@@ -97,9 +97,7 @@ class MemoryLedger:
                batch_id: uuid.UUID | None = None, max_attempts: int | None = None) -> SubmitResult:
         with self._lock:
             job, created = self._insert(spec, tenant, batch_id, max_attempts)
-        if not created and JobSpec(
-            job.bucket, job.key, job.version, job.options, job.model
-        ).identity() != spec.identity():
+        if not created and identity(job) != spec.identity():
             raise IdempotencyConflict(job.id, "idempotency key already used for another request")
         return SubmitResult(job, created)
 
@@ -189,7 +187,7 @@ class MemoryLedger:
                        and (every_lease or j.lease_expires_at < now)]
             for job in expired[:limit]:
                 out = self._failed(job, job.attempts < job.max_attempts, LEASE_EXPIRED,
-                                   REAP_MESSAGE)
+                                   LEASE_EXPIRED_MESSAGE)
                 self._put(out, "reaped", R)
                 dead += out.status is D
                 requeued += out.status is Q
