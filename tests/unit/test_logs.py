@@ -5,8 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
+import structlog
 
 from pipeline import logs
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> object:
+    # configure() binds the stream it was given (here pytest's captured stderr, closed after the
+    # test); later tests must not write to it.
+    yield
+    structlog.reset_defaults()
 
 
 def test_json_logs_carry_bound_context(capsys: pytest.CaptureFixture[str]) -> None:
