@@ -7,7 +7,8 @@ Every failure that reaches the ledger is one of two kinds, and nothing else deci
     │   ├── StorageUnavailable     storage_unavailable   S3 5xx, connection reset
     │   ├── InferenceUnavailable   inference_unavailable Triton down, model not ready
     │   ├── LedgerUnavailable      ledger_unavailable    database connection lost
-    │   └── OperationTimeout       timeout               any I/O past its deadline
+    │   ├── OperationTimeout       timeout               any I/O past its deadline
+    │   └── UnexpectedError        unexpected_error      a bug or an unforeseen exception
     └── PermanentError             dead letter at once
         ├── ObjectMissing          object_missing        404 / no such file
         ├── AccessDenied           access_denied         403
@@ -86,6 +87,14 @@ class LedgerUnavailable(TransientError):
 class OperationTimeout(TransientError):
     reason = "timeout"
     default_message = "an operation ran past its deadline"
+
+
+class UnexpectedError(TransientError):
+    """An exception no adapter translated: most likely a bug. Retried (it may be a passing
+    condition nobody foresaw) until the attempts are spent, then dead-lettered for a person."""
+
+    reason = "unexpected_error"
+    default_message = "an unexpected error"
 
 
 # -- permanent leaves -------------------------------------------------------------------------

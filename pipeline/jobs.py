@@ -153,6 +153,23 @@ class Job:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    published_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReapResult:
+    requeued: int
+    dead: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A wake-up message to send for a queued job: Celery routes it by ``priority`` and holds it
+    back ``delay`` seconds (a short retry backoff)."""
+
+    job_id: uuid.UUID
+    priority: int = 0
+    delay: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

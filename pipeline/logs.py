@@ -54,5 +54,10 @@ def bind(**values: Any) -> None:
     structlog.contextvars.bind_contextvars(**values)
 
 
+def current() -> dict[str, Any]:
+    """The context bound in this thread or task, to carry into a helper thread."""
+    return structlog.contextvars.get_contextvars()
+
+
 def clear() -> None:
     structlog.contextvars.clear_contextvars()

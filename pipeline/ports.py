@@ -6,7 +6,7 @@ Only ``pipeline/adapters`` may import the vendor libraries behind these ports.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from pipeline.errors import ClipError
-    from pipeline.jobs import Claim, Job
+    from pipeline.jobs import Claim, Dispatch, Job
 
 
 class Clock(Protocol):
@@ -66,3 +66,18 @@ class JobLedger(Protocol):
     ) -> Job: ...
 
     def fail(self, job_id: uuid.UUID, token: uuid.UUID, error: ClipError) -> Job: ...
+
+    def mark_published(self, job_id: uuid.UUID, at: datetime) -> None: ...
+
+
+class Queue(Protocol):
+    """Wake-up messages to workers (Celery on Redis). Losing one costs time, never the job:
+    the ledger is the truth and the reconciler re-publishes what it says is missing."""
+
+    def publish(self, dispatches: Sequence[Dispatch]) -> None:
+        """Send one message per dispatch, routed by priority, held back by its delay."""
+        ...
+
+    def depth(self) -> int:
+        """Messages waiting in the broker, all queues together."""
+        ...

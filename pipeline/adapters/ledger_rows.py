@@ -24,12 +24,6 @@ class JobEvent:
     error_message: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ReapResult:
-    requeued: int
-    dead: int
-
-
 def to_job(row: Any) -> Job:
     m = row._mapping
     return Job(
@@ -56,6 +50,7 @@ def to_job(row: Any) -> Job:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         finished_at=m["finished_at"],
+        published_at=m["published_at"],
     )
 
 

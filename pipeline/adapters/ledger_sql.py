@@ -31,9 +31,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pipeline import logs
 from pipeline.adapters import bulk_insert
 from pipeline.adapters.database import make_engine, translated
+from pipeline.adapters.ledger_publish import LedgerPublishing
 from pipeline.adapters.ledger_queries import LedgerQueries
 from pipeline.adapters.ledger_rows import (
-    ReapResult,
     by_keys,
     event,
     identity,
@@ -57,6 +57,7 @@ from pipeline.jobs import (
     Job,
     JobSpec,
     JobStatus,
+    ReapResult,
     SubmitResult,
     new_id,
 )
@@ -68,7 +69,7 @@ Q, R = JobStatus.QUEUED.value, JobStatus.RUNNING.value
 log = logs.get(__name__)
 
 
-class SqlLedger(LedgerQueries):
+class SqlLedger(LedgerQueries, LedgerPublishing):
     """The job ledger. Thread-safe; build one per process (it owns a connection pool)."""
 
     def __init__(
@@ -142,7 +143,7 @@ class SqlLedger(LedgerQueries):
             "options": dict(spec.options), "model": spec.model,
             "idempotency_key": spec.dedupe_key(), "priority": spec.priority, "status": Q,
             "attempts": 0, "max_attempts": max_attempts or self.max_attempts, "not_before": now,
-            "created_at": now, "updated_at": now,
+            "created_at": now, "updated_at": now, "published_at": now,
         }
 
     def submit(
@@ -196,7 +197,7 @@ class SqlLedger(LedgerQueries):
         constants = {
             "tenant_id": tenant, "batch_id": batch_id, "status": Q, "attempts": 0,
             "max_attempts": max_attempts or self.max_attempts, "not_before": now,
-            "created_at": now, "updated_at": now,
+            "created_at": now, "updated_at": now, "published_at": now,
         }
         with translated(), self.engine.begin() as conn:
             received, inserted = bulk_insert.insert_jobs(conn, specs, constants)

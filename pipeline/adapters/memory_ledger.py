@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipeline.adapters.ledger_rows import JobEvent, ReapResult, identity
+from pipeline.adapters.ledger_rows import JobEvent, identity
 from pipeline.clock import SystemClock
 from pipeline.errors import (
     ClipError,
@@ -28,9 +28,11 @@ from pipeline.jobs import (
     BatchCounts,
     BulkResult,
     Claim,
+    Dispatch,
     Job,
     JobSpec,
     JobStatus,
+    ReapResult,
     SubmitResult,
     new_id,
 )
@@ -88,7 +90,7 @@ class MemoryLedger:
             max_attempts=max_attempts or self.max_attempts, not_before=now, lease_token=None,
             lease_expires_at=None, leased_by=None, last_error_code=None,
             last_error_message=None, result=None, created_at=now, updated_at=now,
-            finished_at=None,
+            finished_at=None, published_at=now,
         )
         self._jobs[job.id], self._keys[key], self._events[job.id] = job, job.id, []
         return job, True
@@ -192,6 +194,30 @@ class MemoryLedger:
                 dead += out.status is D
                 requeued += out.status is Q
         return ReapResult(requeued=requeued, dead=dead)
+
+    # -- wake-up messages (see ledger_publish) ------------------------------------------------
+
+    def take_unpublished(self, limit: int, *, lost_after: float | None = None) -> list[Dispatch]:
+        now = self.clock.now()
+        lost_before = now - timedelta(seconds=lost_after) if lost_after is not None else None
+
+        def missing(j: Job) -> bool:
+            sent = j.published_at
+            return (sent is None or sent < j.not_before
+                    or (lost_before is not None and sent < lost_before))
+
+        with self._lock:
+            chosen = sorted((j for j in self._jobs.values() if self._due(j) and missing(j)),
+                            key=lambda j: (-j.priority, j.not_before, j.id))[:limit]
+            for job in chosen:
+                self._jobs[job.id] = replace(job, published_at=now)
+        return [Dispatch(j.id, j.priority) for j in chosen]
+
+    def mark_published(self, job_id: uuid.UUID, at: datetime) -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None and job.status is Q:
+                self._jobs[job_id] = replace(job, published_at=at)
 
     # -- operations -------------------------------------------------------------------------
 

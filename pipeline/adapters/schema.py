@@ -68,6 +68,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 JSONDoc = JSON().with_variant(JSONB(), "postgresql")
 STATUSES = ", ".join(f"'{s.value}'" for s in JobStatus)
 NOW = text("CURRENT_TIMESTAMP")
+UNPUBLISHED = "status = 'queued' AND (published_at IS NULL OR published_at < not_before)"
 
 tenants = Table(
     "tenants",
@@ -114,6 +115,9 @@ jobs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
+    # When a wake-up message for the job's current wait was sent (or, for a delayed one, is due).
+    # The reconciler re-publishes what this says is missing; see pipeline/reconcile.py.
+    Column("published_at", UTCDateTime, nullable=True),
     CheckConstraint(f"status IN ({STATUSES})", name="status"),
     CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
     # Idempotent intake: one job per key per tenant.
@@ -126,6 +130,14 @@ jobs = Table(
         "id",
         postgresql_where=text("status = 'queued'"),
         sqlite_where=text("status = 'queued'"),
+    ),
+    # Re-publishing: queued jobs no message was sent for since they became due (a retry after a
+    # long backoff, a reaped lease, a redrive). Partial, so a large backlog does not enter it.
+    Index(
+        "ix_jobs_unpublished",
+        "not_before",
+        postgresql_where=text(UNPUBLISHED),
+        sqlite_where=text(UNPUBLISHED),
     ),
     # Reaping: running jobs by lease expiry.
     Index(

@@ -59,7 +59,7 @@ def test_upgrade_creates_the_default_tenant_and_is_repeatable(empty_url: str) ->
     upgrade(empty_url)
     upgrade(empty_url)  # a second run is a no-op
     engine = make_engine(empty_url)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id FROM tenants")).scalars().all() == ["default"]
     engine.dispose()
@@ -75,3 +75,20 @@ def test_downgrade_to_base_removes_everything_and_upgrade_again_works(empty_url:
     engine = create_engine(empty_url)
     assert {"tenants", "batches", "jobs", "job_events"} <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_downgrade_one_step_keeps_the_jobs_and_upgrade_brings_the_column_back(
+    empty_url: str,
+) -> None:
+    upgrade(empty_url)
+    downgrade(empty_url, "0001")
+    engine = create_engine(empty_url)
+    assert "published_at" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
+    engine.dispose()
+    upgrade(empty_url)
+    engine = create_engine(empty_url)
+    columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
+    indexes = {i["name"] for i in inspect(engine).get_indexes("jobs")}
+    engine.dispose()
+    assert "published_at" in columns
+    assert "ix_jobs_unpublished" in indexes

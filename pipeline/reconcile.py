@@ -1,0 +1,90 @@
+"""The reconciler: what makes a lost Redis message cost time instead of a job.
+
+Each pass, in bounded batches:
+
+1. reap expired leases (a worker died or hung): the job goes back to ``queued`` after a backoff,
+   or to ``dead`` with ``lease_expired`` once its attempts are spent;
+2. publish a message for every queued, due job that has none on the way (a retry whose backoff
+   was too long for a countdown, a reaped lease, a redrive);
+3. when the broker has drained below one batch, also re-publish jobs whose message went out more
+   than ``lost_after_seconds`` ago and was never acted on (Redis restarted empty, a FLUSHALL, a
+   worker killed between pop and ack). While a backlog is queued, its old messages are not lost,
+   only waiting: re-publishing them would double the queue, so step 3 waits for it to drain.
+
+Two reconcilers may run at once (a beat and a manual ``clipline reconcile``): the ledger hands
+out disjoint rows (``SKIP LOCKED``), and a duplicate message is harmless anyway, because a worker
+that cannot claim a job skips it. A job is stamped published before its message is sent; if the
+send fails, step 3 sends it again later.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline import logs
+from pipeline.jobs import Dispatch, ReapResult
+from pipeline.ports import Queue
+
+log = logs.get(__name__)
+
+
+class ReconcilerLedger(Protocol):
+    def reap(self, limit: int = 1000, *, every_lease: bool = False) -> ReapResult: ...
+
+    def take_unpublished(
+        self, limit: int, *, lost_after: float | None = None
+    ) -> list[Dispatch]: ...
+
+
+@dataclass(frozen=True)
+class ReconcileConfig:
+    batch_size: int = 1000
+    max_batches: int = 100  # a pass publishes at most batch_size * max_batches messages
+    lost_after_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    requeued: int
+    dead: int
+    published: int
+    backlog: int
+    looked_for_lost: bool
+
+
+def reconcile_once(
+    ledger: ReconcilerLedger, queue: Queue, config: ReconcileConfig
+) -> ReconcileReport:
+    """One pass: reap, then publish what is missing; returns what it did."""
+    reaped = ledger.reap(limit=config.batch_size)
+    backlog = queue.depth()
+    lost_after = config.lost_after_seconds if backlog < config.batch_size else None
+    published = 0
+    for _ in range(config.max_batches):
+        batch = ledger.take_unpublished(config.batch_size, lost_after=lost_after)
+        if batch:
+            queue.publish(batch)
+            published += len(batch)
+        if len(batch) < config.batch_size:
+            break
+    report = ReconcileReport(reaped.requeued, reaped.dead, published, backlog,
+                             looked_for_lost=lost_after is not None)
+    if published or reaped.requeued or reaped.dead:
+        log.info("reconciled", **vars(report))
+    return report
+
+
+def reconcile_forever(
+    ledger: ReconcilerLedger, queue: Queue, config: ReconcileConfig, *,
+    interval: float, stop: threading.Event,
+) -> None:
+    """Pass every ``interval`` seconds until ``stop`` is set; a failed pass is logged, not fatal
+    (the database or Redis may be restarting; the next pass tries again)."""
+    while not stop.is_set():
+        try:
+            reconcile_once(ledger, queue, config)
+        except Exception:
+            log.exception("reconcile_failed")
+        stop.wait(interval)
