@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import InferenceUnavailable
+from pipeline.errors import InferenceUnavailable, InvalidSettings
 from pipeline.models import get_spec, resolve
-from pipeline.ports import Segmenter
+from pipeline.ports import ObjectStore, Queue, Segmenter
+from pipeline.reconcile import ReconcileConfig
 from pipeline.retry import Backoff
 from pipeline.settings import Settings
+from pipeline.worker import JobRunner, RunnerConfig, Translate
 
 
 def segmenter(settings: Settings, *, threads: int | None = None) -> Segmenter:
     """The configured model runner. ``threads`` caps ONNX Runtime's intra-op threads."""
     spec = get_spec(settings.model)
+    if settings.segmenter == "fake":
+        from pipeline.adapters.fake_segmenter import FakeSegmenter
+
+        return FakeSegmenter(spec.input_size)
     if settings.segmenter == "triton":
         raise InferenceUnavailable(
             "the Triton segmenter is not built yet; use CLIPLINE_SEGMENTER=onnx"
@@ -36,3 +42,52 @@ def embedded_ledger(state_dir: Path):  # type: ignore[no-untyped-def]
     upgrade(url)
     # Short backoff: a local retry (a file being written, say) need not wait long.
     return SqlLedger(make_engine(url), backoff=Backoff(base=0.2, cap=2.0))
+
+
+def object_store(settings: Settings) -> ObjectStore:
+    """Where workers read sources and write cut-outs."""
+    if settings.object_store == "folder":
+        from pipeline.adapters.file_store import FileStore
+
+        return FileStore(max_bytes=settings.max_input_bytes)
+    from pipeline.adapters.s3_store import S3Store, make_client
+
+    return S3Store(make_client(settings), max_bytes=settings.max_input_bytes)
+
+
+def output_bucket(settings: Settings) -> str:
+    if settings.s3_output_bucket:
+        return settings.s3_output_bucket
+    if settings.object_store == "folder":
+        return str((settings.data_dir / "cutouts").resolve())
+    raise InvalidSettings("CLIPLINE_S3_OUTPUT_BUCKET is not set: workers need a bucket for "
+                          "cut-outs")
+
+
+def job_runner(
+    settings: Settings, queue: Queue, *, worker: str, translate: Translate | None = None,
+    segmenter_threads: int | None = None,
+) -> JobRunner:
+    """Everything a worker process needs to run jobs, built from the settings."""
+    from pipeline.adapters.ledger_sql import SqlLedger
+
+    config = RunnerConfig(
+        worker=worker,
+        output_bucket=output_bucket(settings),
+        output_prefix=settings.output_prefix,
+        limits=settings.decode_limits,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        max_countdown_seconds=settings.max_countdown_seconds,
+    )
+    ledger = SqlLedger.from_settings(settings)
+    return JobRunner(
+        ledger, object_store(settings), segmenter(settings, threads=segmenter_threads), queue,
+        ledger.clock, config, translate=translate,
+    )
+
+
+def reconcile_config(settings: Settings) -> ReconcileConfig:
+    return ReconcileConfig(
+        batch_size=settings.reconcile_batch_size,
+        lost_after_seconds=settings.reconcile_lost_after_seconds,
+    )

@@ -7,6 +7,7 @@ Every failure that reaches the ledger is one of two kinds, and nothing else deci
     │   ├── StorageUnavailable     storage_unavailable   S3 5xx, connection reset
     │   ├── InferenceUnavailable   inference_unavailable Triton down, model not ready
     │   ├── LedgerUnavailable      ledger_unavailable    database connection lost
+    │   ├── BrokerUnavailable      broker_unavailable    Redis down: a message was not sent
     │   ├── OperationTimeout       timeout               any I/O past its deadline
     │   └── UnexpectedError        unexpected_error      a bug or an unforeseen exception
     └── PermanentError             dead letter at once
@@ -82,6 +83,11 @@ class InferenceUnavailable(TransientError):
 class LedgerUnavailable(TransientError):
     reason = "ledger_unavailable"
     default_message = "the job ledger's database is not reachable"
+
+
+class BrokerUnavailable(TransientError):
+    reason = "broker_unavailable"
+    default_message = "the message broker is not reachable"
 
 
 class OperationTimeout(TransientError):
@@ -197,3 +203,21 @@ class IdempotencyConflict(LedgerRefusal):
     """The idempotency key is already used by a job with a different source, options or model."""
 
     reason = "idempotency_conflict"
+
+
+class UsageError(Exception):
+    """A request refused before any job exists: nothing was recorded, so nothing is lost."""
+
+    reason = "usage_error"
+
+
+class InvalidSettings(UsageError):
+    """The settings cannot run what was asked (a worker with no output bucket, say)."""
+
+    reason = "invalid_settings"
+
+
+class InvalidManifest(UsageError):
+    """A manifest line that is not a job; the whole manifest is refused."""
+
+    reason = "invalid_manifest"

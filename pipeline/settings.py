@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.imaging.decode import DEFAULT_FORMATS, DecodeLimits
@@ -56,10 +56,58 @@ class Settings(BaseSettings):
     s3_max_pool_connections: PositiveInt = Field(
         default=20, description="S3 connections kept per process."
     )
-    segmenter: Literal["onnx", "triton"] = Field(
-        default="onnx", description="Run the model in process (onnx) or on a Triton server."
+    segmenter: Literal["onnx", "triton", "fake"] = Field(
+        default="onnx",
+        description="Run the model in process (onnx), on a Triton server (triton), or use a "
+        "colour-distance stand-in with no model (fake: orchestration benchmarks only).",
     )
     triton_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC address.")
+
+    # -- distributed workers (Celery on Redis) --------------------------------------------------
+    object_store: Literal["s3", "folder"] = Field(
+        default="s3",
+        description="Where workers read sources and write cut-outs: S3, or local folders (a "
+        "job's bucket is then a folder path; for benchmarks and single-host use).",
+    )
+    output_prefix: str = Field(default="cutouts", description="Key prefix of cut-outs.")
+    worker_concurrency: PositiveInt | None = Field(
+        default=None, description="Worker processes per `clipline worker`; unset: CPU count."
+    )
+    worker_max_memory_per_child_mb: PositiveInt = Field(
+        default=1024, description="A worker process above this resident size is replaced."
+    )
+    task_soft_time_limit_seconds: PositiveFloat = Field(
+        default=120.0, description="A job still running after this fails with timeout (retried)."
+    )
+    task_time_limit_seconds: PositiveFloat = Field(
+        default=180.0, description="Hard limit: the worker process is killed and replaced; the "
+        "job's lease then expires and the reconciler takes it back.",
+    )
+    broker_visibility_timeout_seconds: PositiveFloat = Field(
+        default=3600.0, description="Redis re-delivers an unacknowledged message after this; "
+        "must exceed the hard time limit and the longest retry countdown.",
+    )
+    interactive_priority: int = Field(
+        default=5, description="Jobs of this priority or more go to the `interactive` queue, "
+        "the rest to `bulk`; workers take interactive first.",
+    )
+    heartbeat_seconds: PositiveFloat = Field(
+        default=30.0, description="How often a worker extends a job's lease while it works."
+    )
+    max_countdown_seconds: PositiveFloat = Field(
+        default=60.0, description="A retry due sooner is re-published with a countdown; a "
+        "later one is left to the reconciler (no long ETA messages in Redis).",
+    )
+    reconcile_interval_seconds: PositiveFloat = Field(
+        default=10.0, description="Pause between reconciler passes."
+    )
+    reconcile_batch_size: PositiveInt = Field(
+        default=1000, description="Jobs reaped or published per reconciler batch."
+    )
+    reconcile_lost_after_seconds: PositiveFloat = Field(
+        default=300.0, description="A queued job whose message is older than this, while the "
+        "broker has drained, is published again (Redis lost it).",
+    )
 
     # -- input safety -----------------------------------------------------------------------
     max_pixels: PositiveInt = Field(
@@ -98,6 +146,22 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Lowest level written."
     )
+
+    @model_validator(mode="after")
+    def _limits_fit(self) -> Settings:
+        # Redis re-delivers a message whose task outlives the visibility timeout: a second,
+        # concurrent run of the same job. Keep every wait well inside it.
+        longest = max(self.task_time_limit_seconds, self.max_countdown_seconds)
+        if self.broker_visibility_timeout_seconds <= longest:
+            raise ValueError(
+                "broker_visibility_timeout_seconds must exceed task_time_limit_seconds and "
+                "max_countdown_seconds"
+            )
+        if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:
+            raise ValueError("task_soft_time_limit_seconds must be below task_time_limit_seconds")
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError("heartbeat_seconds must be below lease_seconds")
+        return self
 
     @cached_property
     def decode_limits(self) -> DecodeLimits:

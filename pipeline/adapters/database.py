@@ -120,6 +120,13 @@ def downgrade(url: str, revision: str) -> None:
     _migrate(url, "downgrade", revision)
 
 
+def head_revision() -> str | None:
+    """The newest migration this code ships."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
 def current_revision(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 

@@ -100,6 +100,16 @@ class S3Store:
                 Metadata=dict(metadata or {}),
             )
 
+    def list_keys(self, bucket: str, prefix: str = "") -> Iterator[str]:
+        """Every key under ``prefix``, in S3's order, one page (1,000 keys) at a time."""
+        with _translated(f"s3://{bucket}/{prefix}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    yield item["Key"]
+
     def head(self, bucket: str, key: str) -> dict[str, Any]:
         """Content type, length and user metadata of an object (for checks and status pages)."""
         with _translated(f"s3://{bucket}/{key}"):

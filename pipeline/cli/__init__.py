@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from pipeline.cli import db, demo, jobs, models
 from pipeline.cli import run as run_command
-from pipeline.errors import ClipError, LedgerRefusal
+from pipeline.errors import ClipError, LedgerRefusal, UsageError
 
 app = typer.Typer(
     name="clipline",
@@ -34,10 +34,12 @@ def main() -> None:
         app()
     except ValidationError as exc:
         problems = "; ".join(
-            f"CLIPLINE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            (f"CLIPLINE_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
+            + e["msg"]
+            for e in exc.errors()
         )
         _fail(f"invalid setting: {problems}")
-    except (ClipError, LedgerRefusal) as exc:
+    except (ClipError, LedgerRefusal, UsageError) as exc:
         _fail(f"{exc.reason}: {exc}")
 
 

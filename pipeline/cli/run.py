@@ -149,9 +149,12 @@ def _run(ledger: Any, segmenter: Segmenter, src: Path, dst: Path, keys: list[str
 class ProgressBar:
     """A rich progress bar on a terminal; silent otherwise (logs and CI stay readable)."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int | None, enabled: bool, label: str = "cutting out",
+                 unit: str = "img") -> None:
+        """``total`` None: a count and a rate, no bar (a stream of unknown length)."""
+        self._unit = unit
         self._bar = Progress(
-            TextColumn("cutting out"), BarColumn(), MofNCompleteColumn(),
+            TextColumn(label), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
             disable=not enabled,
         )
@@ -166,7 +169,7 @@ class ProgressBar:
     def advance(self, n: int) -> None:
         self._done += n
         rate = self._done / max(1e-9, time.perf_counter() - self._start)
-        self._bar.update(self._task, advance=n, rate=f"{rate:.1f} img/s")
+        self._bar.update(self._task, advance=n, rate=f"{rate:.1f} {self._unit}/s")
 
     def __exit__(self, *exc: object) -> None:
         self._bar.stop()

@@ -1,0 +1,91 @@
+"""Job specs from what a user points at: S3 URLs, the keys under a prefix, a manifest file.
+
+A manifest has one job per line, either an S3 URL or a JSON object::
+
+    s3://photos/shoes/red.jpg
+    s3://photos/shoes/blue.jpg?versionId=3HL4kqtJlcpXroDTDmJ
+    {"bucket": "photos", "key": "bags/tote.png", "options": {"crop": true}, "priority": 5}
+
+Blank lines and lines starting with ``#`` are skipped. A line that is not a job raises
+``InvalidManifest`` naming its line number; callers insert a manifest in one transaction, so a
+bad line anywhere leaves nothing half-submitted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from pipeline.embedded import IMAGE_SUFFIXES
+from pipeline.errors import InvalidManifest, InvalidOptions
+from pipeline.jobs import JobSpec
+from pipeline.options import OutputOptions
+
+JSON_FIELDS = {"bucket", "key", "version", "options", "priority", "idempotency_key", "model"}
+
+
+def parse_s3_url(text: str) -> tuple[str, str, str | None]:
+    """``s3://bucket/key[?versionId=v]`` → (bucket, key, version)."""
+    parts = urlsplit(text.strip())
+    key = parts.path.lstrip("/")
+    if parts.scheme != "s3" or not parts.netloc or not key or key.endswith("/"):
+        raise ValueError(f"not an S3 object URL (s3://bucket/key): {text.strip()!r}")
+    version = parse_qs(parts.query).get("versionId", [None])[0]
+    return parts.netloc, key, version
+
+
+def is_image_key(key: str) -> bool:
+    return PurePosixPath(key).suffix.lower() in IMAGE_SUFFIXES
+
+
+def url_spec(text: str, defaults: Mapping[str, Any]) -> JobSpec:
+    bucket, key, version = parse_s3_url(text)
+    return JobSpec(bucket=bucket, key=key, version=version, **defaults)
+
+
+def prefix_specs(
+    bucket: str, keys: Iterable[str], defaults: Mapping[str, Any]
+) -> Iterator[JobSpec]:
+    """A spec per image key (by extension; folders and other files are passed over)."""
+    for key in keys:
+        if is_image_key(key):
+            yield JobSpec(bucket=bucket, key=key, **defaults)
+
+
+def manifest_specs(lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterator[JobSpec]:
+    """A spec per manifest line; ``defaults`` (options, priority, model) apply where a JSON line
+    does not say otherwise. Options are checked here, so a bad one stops the manifest."""
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            spec = _json_spec(line, defaults) if line.startswith("{") else url_spec(line, defaults)
+            OutputOptions.parse(spec.options)
+        except (ValueError, TypeError, InvalidOptions) as exc:
+            raise InvalidManifest(f"line {number}: {exc}") from exc
+        yield spec
+
+
+def _json_spec(line: str, defaults: Mapping[str, Any]) -> JobSpec:
+    item = json.loads(line)
+    if not isinstance(item, dict):
+        raise ValueError("a JSON line must be an object")
+    unknown = set(item) - JSON_FIELDS
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}; known: {sorted(JSON_FIELDS)}")
+    for name in ("bucket", "key"):
+        if not isinstance(item.get(name), str) or not item[name]:
+            raise ValueError(f"{name!r} must be a non-empty string")
+    options = {**defaults.get("options", {}), **(item.get("options") or {})}
+    priority = item.get("priority", defaults.get("priority", 0))
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise ValueError("'priority' must be an integer")
+    return JobSpec(
+        bucket=item["bucket"], key=item["key"], version=item.get("version"), options=options,
+        model=item.get("model", defaults.get("model", "u2netp")), priority=priority,
+        idempotency_key=item.get("idempotency_key"),
+    )

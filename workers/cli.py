@@ -1,0 +1,238 @@
+"""``clipline worker``, ``clipline reconcile`` and ``clipline submit``: the distributed commands.
+
+They publish to or consume from Celery, which ``pipeline`` never imports, so they are added to
+the ``clipline`` command here; the console script enters through this module's ``main``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from pipeline import bootstrap, logs
+from pipeline.cli import app
+from pipeline.cli import main as cli_main
+from pipeline.cli.run import ProgressBar, console, output_options
+from pipeline.errors import ClipError, InvalidSettings, UsageError
+from pipeline.intake import manifest_specs, parse_s3_url, prefix_specs, url_spec
+from pipeline.jobs import DEFAULT_TENANT, Dispatch, JobSpec, JobStatus
+from pipeline.reconcile import reconcile_forever, reconcile_once
+from pipeline.settings import Settings
+
+PAGE = 1000
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    logs.configure(settings.log_format, settings.log_level)
+    return settings
+
+
+def _ledger(settings: Settings) -> Any:
+    from pipeline.adapters.database import current_revision, head_revision, redact_url
+    from pipeline.adapters.ledger_sql import SqlLedger
+
+    ledger = SqlLedger.from_settings(settings)
+    found, wanted = current_revision(ledger.engine), head_revision()
+    if found != wanted:
+        ledger.close()
+        raise InvalidSettings(
+            f"the ledger at {redact_url(settings.ledger_url)} is at schema {found or 'none'}, "
+            f"this code needs {wanted}: run `clipline db upgrade`"
+        )
+    return ledger
+
+
+def _queue() -> Any:
+    from workers.app import app as celery_app
+    from workers.queue import CeleryQueue
+
+    return CeleryQueue(celery_app)
+
+
+# -- worker -----------------------------------------------------------------------------------
+
+
+@app.command("worker")
+def worker(
+    concurrency: int | None = typer.Option(
+        None, help="Worker processes (default CLIPLINE_WORKER_CONCURRENCY, else CPU count)."),
+    queues: str = typer.Option("interactive,bulk", help="Queues to consume, first preferred."),
+    pool: str = typer.Option("prefork", help="Celery pool: prefork, or solo (one process)."),
+    beat: bool = typer.Option(False, help="Also run the reconciler on Celery beat in this "
+                              "worker (one such worker per deployment)."),
+) -> None:
+    """Start a Celery worker that cuts out the jobs published on Redis.
+
+    Before starting it checks what it depends on and stops with one clear line if something is
+    missing: the ledger's schema, the output bucket, the broker, and the model (a Triton server
+    with the model ready, or the ONNX file).
+    """
+    settings = _settings()
+    _preflight(settings)
+    from workers.app import app as celery_app
+
+    processes = concurrency or settings.worker_concurrency or os.cpu_count() or 1
+    argv = [
+        "worker", f"--concurrency={processes}", f"--queues={queues}", f"--pool={pool}",
+        f"--loglevel={settings.log_level}", "--without-gossip", "--without-mingle",
+        f"--max-memory-per-child={settings.worker_max_memory_per_child_mb * 1024}",
+        "--hostname=clipline-%h-" + uuid.uuid4().hex[:6],
+    ]
+    if beat:
+        argv.append("--beat")
+    celery_app.worker_main(argv)
+
+
+def _preflight(settings: Settings) -> None:
+    bootstrap.output_bucket(settings)
+    _ledger(settings).close()
+    _queue().depth()  # BrokerUnavailable names the broker
+    # Builds the model runner once: a missing ONNX file or a Triton without the model fails here.
+    bootstrap.segmenter(settings, threads=1)
+
+
+# -- reconcile --------------------------------------------------------------------------------
+
+
+@app.command("reconcile")
+def reconcile(
+    once: bool = typer.Option(False, "--once", help="One pass, print what it did, exit."),
+) -> None:
+    """Reap expired leases and re-publish queued jobs whose message is missing or lost.
+
+    Runs every CLIPLINE_RECONCILE_INTERVAL_SECONDS until interrupted. Safe to run more than one
+    at a time. (A worker started with --beat runs the same pass on Celery beat.)
+    """
+    settings = _settings()
+    ledger, queue = _ledger(settings), _queue()
+    config = bootstrap.reconcile_config(settings)
+    try:
+        if once:
+            typer.echo(json.dumps(vars(reconcile_once(ledger, queue, config))))
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        logs.get(__name__).info("reconciler_started",
+                                interval=settings.reconcile_interval_seconds)
+        reconcile_forever(ledger, queue, config, interval=settings.reconcile_interval_seconds,
+                          stop=stop)
+    finally:
+        ledger.close()
+
+
+# -- submit -----------------------------------------------------------------------------------
+
+
+@app.command("submit")
+def submit(
+    urls: list[str] | None = typer.Argument(None, help="Objects: s3://bucket/key[?versionId=]"),
+    prefix: str | None = typer.Option(None, "--prefix", help="Every image under "
+                                      "s3://bucket/prefix/ (by file extension)."),
+    manifest: Path | None = typer.Option(None, "--manifest", exists=True, dir_okay=False,
+                                         help="A file with one job per line: an S3 URL or a "
+                                         "JSON object (bucket, key, version, options, priority)."),
+    priority: int = typer.Option(0, help="Job priority; CLIPLINE_INTERACTIVE_PRIORITY or more "
+                                 "goes to the interactive queue."),
+    label: str | None = typer.Option(None, help="A label for the batch."),
+    batch: uuid.UUID | None = typer.Option(None, "--batch", help="Add to this batch id."),
+    tenant: str = typer.Option(DEFAULT_TENANT, help="Tenant the jobs belong to."),
+    fmt: str = typer.Option("png", "--format", help="png, webp or jpg."),
+    crop: bool = typer.Option(False, help="Crop to the subject."),
+    bg_color: str | None = typer.Option(None, help="Flatten onto this colour."),
+    progress: bool = typer.Option(True, help="Show progress bars on a terminal."),
+) -> None:
+    """Record jobs in the ledger as one batch, then publish their wake-up messages.
+
+    Exactly one source: URLs, --prefix or --manifest. Submitting the same objects with the same
+    options again creates no new jobs (they are reported as already known). The batch is
+    recorded in one transaction: a bad manifest line refuses the whole manifest.
+    """
+    if sum([bool(urls), prefix is not None, manifest is not None]) != 1:
+        raise typer.BadParameter("give S3 URLs, --prefix or --manifest (exactly one)")
+    settings = _settings()
+    defaults = {
+        "options": output_options(fmt, "rgba", bg_color, crop, "0", None, "auto", False)
+        .normalised(),
+        "priority": priority, "model": settings.model,
+    }
+    ledger = _ledger(settings)
+    try:
+        ledger.ensure_tenant(tenant)
+        batch_id = ledger.create_batch(tenant, label=label, batch_id=batch)
+        specs = _specs(settings, urls, prefix, manifest, defaults)
+        with ProgressBar(None, progress and console.is_terminal, "recording", "job") as advance:
+            result = ledger.submit_many(_counted(specs, advance), tenant=tenant,
+                                        batch_id=batch_id)
+        sent = _publish(ledger, batch_id, progress)
+    finally:
+        ledger.close()
+    typer.echo(f"batch {batch_id}: {result.received} received, {result.inserted} new, "
+               f"{result.duplicates} already submitted; {sent} message(s) sent")
+    typer.echo(f"follow it with: clipline status --batch {batch_id}")
+
+
+def _specs(settings: Settings, urls: list[str] | None, prefix: str | None,
+           manifest: Path | None, defaults: dict[str, Any]) -> Iterator[JobSpec]:
+    if manifest is not None:
+        with manifest.open(encoding="utf-8") as lines:
+            yield from manifest_specs(lines, defaults)
+    elif prefix is not None:
+        bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
+        if not prefix.startswith("s3://") or not bucket:
+            raise UsageError(f"--prefix must look like s3://bucket/prefix/, got {prefix!r}")
+        from pipeline.adapters.s3_store import S3Store, make_client
+
+        yield from prefix_specs(bucket, S3Store(make_client(settings)).list_keys(bucket,
+                                                                                 key_prefix),
+                                defaults)
+    else:
+        for url in urls or []:
+            try:
+                parse_s3_url(url)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from exc
+            yield url_spec(url, defaults)
+
+
+def _counted(specs: Iterable[JobSpec], advance: Any) -> Iterator[JobSpec]:
+    n = 0
+    for n, spec in enumerate(specs, start=1):
+        yield spec
+        if n % 1000 == 0:
+            advance(1000)
+    advance(n % 1000)
+
+
+def _publish(ledger: Any, batch_id: uuid.UUID, progress: bool) -> int:
+    """Publish the batch's queued jobs, a page at a time. If the broker is down the jobs stay
+    recorded, and the reconciler sends their messages later: say so, and do not fail."""
+    queue, sent, after = _queue(), 0, None
+    with ProgressBar(None, progress and console.is_terminal, "publishing", "msg") as advance:
+        while True:
+            page = ledger.list_jobs(batch_id=batch_id, status=JobStatus.QUEUED, after=after,
+                                    limit=PAGE)
+            if not page:
+                return sent
+            try:
+                queue.publish([Dispatch(j.id, j.priority) for j in page])
+            except ClipError as exc:
+                console.print(f"[yellow]warning[/]: {exc.message}; the jobs are recorded and "
+                              "`clipline reconcile` will publish them")
+                return sent
+            sent += len(page)
+            advance(len(page))
+            after = page[-1].id
+
+
+def main() -> None:
+    cli_main()

@@ -1,0 +1,54 @@
+"""The ``Queue`` port on Celery: publishing wake-up messages and reading the broker's depth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
+from redis.exceptions import RedisError
+
+from pipeline.errors import BrokerUnavailable
+from pipeline.jobs import Dispatch
+from workers.app import PROCESS, QUEUES
+
+BROKER_ERRORS = (OperationalError, KombuError, RedisError, OSError)
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except BROKER_ERRORS as exc:
+        raise BrokerUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+class CeleryQueue:
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def publish(self, dispatches: Sequence[Dispatch]) -> None:
+        """One message per dispatch, over one pooled producer connection."""
+        if not dispatches:
+            return
+        with _translated("could not publish to the broker"), \
+                self.app.producer_or_acquire() as producer:
+            for d in dispatches:
+                self.app.send_task(
+                    PROCESS,
+                    args=[str(d.job_id)],
+                    kwargs={"priority": d.priority},
+                    countdown=d.delay or None,
+                    producer=producer,
+                )
+
+    def depth(self) -> int:
+        """Messages waiting in the ``interactive`` and ``bulk`` queues (not those held by
+        workers)."""
+        with _translated("could not read the broker's queues"), \
+                self.app.connection_for_read() as conn:
+            channel = conn.default_channel
+            return sum(
+                channel.queue_declare(name, passive=True).message_count for name in QUEUES
+            )

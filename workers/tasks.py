@@ -1,0 +1,34 @@
+"""The tasks: thin. Each turns a message into a call on the core and returns a word for the log.
+
+Everything a task needs is built once per worker process (``workers.runtime``), after the fork.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pipeline import logs
+from pipeline.reconcile import reconcile_once
+from workers import runtime
+from workers.app import PROCESS, RECONCILE, app
+
+log = logs.get(__name__)
+
+
+@app.task(name=PROCESS, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def process(job_id: str, priority: int = 0) -> str:
+    """Run one job to an outcome; ``priority`` only routed the message."""
+    try:
+        parsed = uuid.UUID(job_id)
+    except (ValueError, TypeError):
+        log.error("bad_message", job_id=repr(job_id)[:100])
+        return "rejected"
+    return runtime.runner().run(parsed).value
+
+
+@app.task(name=RECONCILE, ignore_result=True)
+def reconcile() -> dict[str, Any]:
+    """One reconciler pass, for Celery beat."""
+    report = reconcile_once(runtime.ledger(), runtime.queue(), runtime.reconcile_config())
+    return vars(report)
