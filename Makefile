@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Triton for tests and `make triton`: pytriton needs numpy<2, so it has an environment of its own.
+TRITON_STAMP := .venv-triton/.installed
 
-.PHONY: help venv services demo test lint bench-ledger bench-rembg bench-fidelity clean
+.PHONY: help venv services demo test lint triton triton-venv bench-ledger bench-rembg bench-fidelity clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,16 +20,26 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create .venv and install Clipline with its test tools
 
+$(TRITON_STAMP): scripts/triton-venv.sh
+	./scripts/triton-venv.sh
+	touch $(TRITON_STAMP)
+
+triton-venv: $(TRITON_STAMP)  ## create .venv-triton: Triton from nvidia-pytriton, with ONNX Runtime
+
 services:  ## start PostgreSQL and Redis on 127.0.0.1 if they are down
 	./scripts/services.sh
 
 demo: venv  ## run the embedded demo (SQLite, local folders, ONNX Runtime)
 	$(BIN)/clipline demo
 
-test: venv services  ## lint and type-check, then every test against the real services
+test: venv $(TRITON_STAMP) services  ## lint and type-check, then every test against the real services
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+triton: venv $(TRITON_STAMP)  ## serve u2netp on a local Triton (127.0.0.1:8001 gRPC) for CLIPLINE_SEGMENTER=triton
+	$(BIN)/clipline models pull u2netp
+	$(BIN)/clipline triton serve
 
 lint: venv  ## ruff and mypy
 	$(BIN)/ruff check .
@@ -45,4 +57,4 @@ bench-fidelity: venv  ## u2netp through clipline vs the U2-Net authors' own resu
 	$(BIN)/python -m bench.fidelity --rembg
 
 clean:  ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-triton .pytest_cache .ruff_cache .mypy_cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import InferenceUnavailable, InvalidSettings
+from pipeline.errors import InvalidSettings
 from pipeline.models import get_spec, resolve
 from pipeline.ports import ObjectStore, Queue, Segmenter
 from pipeline.reconcile import ReconcileConfig
@@ -21,8 +21,16 @@ def segmenter(settings: Settings, *, threads: int | None = None) -> Segmenter:
 
         return FakeSegmenter(spec.input_size)
     if settings.segmenter == "triton":
-        raise InferenceUnavailable(
-            "the Triton segmenter is not built yet; use CLIPLINE_SEGMENTER=onnx"
+        from pipeline.adapters.triton_segmenter import TritonSegmenter
+
+        # Triton serves the uint8 rewrite under the original model's name (u2netp).
+        return TritonSegmenter(
+            settings.triton_url,
+            settings.triton_model or spec.derived_from or spec.name,
+            model_version=settings.triton_model_version,
+            protocol=settings.triton_protocol,
+            timeout=settings.triton_timeout_seconds,
+            expected_size=spec.input_size,
         )
     from pipeline.adapters.onnx_segmenter import OnnxSegmenter
 

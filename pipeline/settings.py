@@ -61,7 +61,23 @@ class Settings(BaseSettings):
         description="Run the model in process (onnx), on a Triton server (triton), or use a "
         "colour-distance stand-in with no model (fake: orchestration benchmarks only).",
     )
-    triton_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC address.")
+    triton_url: str = Field(
+        default="127.0.0.1:8001",
+        description="Triton address, host:port of the gRPC endpoint (of HTTP with "
+        "TRITON_PROTOCOL=http).",
+    )
+    triton_protocol: Literal["grpc", "http"] = Field(
+        default="grpc", description="How the Triton segmenter talks to Triton."
+    )
+    triton_model: str | None = Field(
+        default=None, description="Model name on Triton; unset: MODEL's spec name (u2netp)."
+    )
+    triton_model_version: str = Field(
+        default="", description="Model version on Triton; empty: the server's latest."
+    )
+    triton_timeout_seconds: PositiveFloat = Field(
+        default=30.0, description="Deadline of every Triton call, inference included."
+    )
 
     # -- distributed workers (Celery on Redis) --------------------------------------------------
     object_store: Literal["s3", "folder"] = Field(

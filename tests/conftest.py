@@ -21,6 +21,8 @@ from pipeline.adapters.ledger_sql import SqlLedger
 from pipeline.clock import ManualClock
 from pipeline.retry import Backoff
 
+pytest_plugins = ["tests.tritonkit"]
+
 PG_SERVER = os.environ.get("CLIPLINE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 LEDGER_TABLES = "job_events, jobs, batches, tenants"
 

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = {"boto3", "botocore", "tritonclient", "onnxruntime", "sqlalchemy", "redis", "celery",
-         "psycopg", "alembic", "onnx"}
+         "psycopg", "alembic", "onnx", "pytriton"}
 CORE = [p for p in (ROOT / "pipeline").rglob("*.py") if "adapters" not in p.parts]
 
 

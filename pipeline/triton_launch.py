@@ -1,0 +1,96 @@
+"""Start the development Triton server: the uint8 graph, served by pytriton from ``.venv-triton``.
+
+pytriton needs numpy<2 and Clipline's environment has numpy 2, so the server runs in a virtual
+environment of its own (``scripts/triton-venv.sh`` makes it) as a separate process:
+``pipeline/adapters/triton_dev_server.py``, run by path with that environment's Python. This
+module finds both, makes sure the model's uint8 graph exists, and builds the command line.
+
+The server script puts its interpreter's lib dir first in LD_LIBRARY_PATH itself (on pyenv
+Pythons the backend stub would load another libpython otherwise; DESIGN §3), so a launcher only
+runs it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import UsageError
+from pipeline.models import ModelSpec, get_spec, inspect, resolve, uint8_form
+from pipeline.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".venv-triton"
+SERVER_SCRIPT = Path(__file__).resolve().parent / "adapters" / "triton_dev_server.py"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How the development server listens and batches (the script's flags, same defaults)."""
+
+    model_name: str = "u2netp"
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    max_batch_size: int = 16
+    queue_delay_us: int = 1000
+    delay_ms: int = 0
+    threads: int = 0
+
+
+def served_name(settings: Settings) -> str:
+    """The name Triton serves the model under: TRITON_MODEL, else the original spec's name."""
+    spec = get_spec(settings.model)
+    return settings.triton_model or spec.derived_from or spec.name
+
+
+def uint8_graph(spec: ModelSpec, models_dir: Path) -> Path:
+    """The verified uint8 graph of ``spec`` in ``models_dir``, exported (and checked against the
+    original on sample images) when it is not there yet."""
+    target = uint8_form(spec)
+    if spec.layout == "uint8_nhwc" or inspect(target, models_dir).present:
+        return resolve(target, models_dir)
+    from pipeline.adapters.onnx_graph import export_uint8, sample_images
+
+    path, _ = export_uint8(resolve(spec, models_dir), spec, sample_images(spec.input_size))
+    return path
+
+
+def triton_python(venv: Path = VENV) -> Path:
+    """The interpreter of the server's environment; ``UsageError`` saying how to make it."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        raise UsageError(
+            f"no Triton environment at {venv}: run scripts/triton-venv.sh (or make triton) "
+            "to create it"
+        )
+    return python
+
+
+def server_command(model_file: Path, options: ServeOptions, *, venv: Path = VENV) -> list[str]:
+    """The command line that serves ``model_file`` with ``options``."""
+    return [
+        str(triton_python(venv)), str(SERVER_SCRIPT),
+        "--model-file", str(model_file),
+        "--model-name", options.model_name,
+        "--grpc-port", str(options.grpc_port),
+        "--http-port", str(options.http_port),
+        "--metrics-port", str(options.metrics_port),
+        "--max-batch-size", str(options.max_batch_size),
+        "--queue-delay-us", str(options.queue_delay_us),
+        "--delay-ms", str(options.delay_ms),
+        "--threads", str(options.threads),
+    ]
+
+
+def start(
+    settings: Settings, options: ServeOptions, *, new_session: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start the server for ``settings``' model; its output goes to this process's.
+
+    ``new_session`` keeps a terminal's Ctrl-C (sent to the whole foreground group) from reaching
+    the server's helpers: then stop it with SIGTERM to the server process alone.
+    """
+    model_file = uint8_graph(get_spec(settings.model), settings.model_folder)
+    return subprocess.Popen(server_command(model_file, options), start_new_session=new_session)
