@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Triton for tests and `make triton`: pytriton needs numpy<2, so it has an environment of its own.
 TRITON_STAMP := .venv-triton/.installed
 
-.PHONY: help venv services demo test lint triton triton-venv bench-ledger bench-rembg bench-fidelity clean
+.PHONY: help venv services demo test lint triton triton-venv bench-ledger bench-rembg bench-fidelity bench-orchestration bench-pipeline clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -47,6 +47,12 @@ lint: venv  ## ruff and mypy
 
 bench-ledger: venv services  ## the ledger benchmark on PostgreSQL (see docs/PERFORMANCE.md)
 	$(BIN)/python bench/ledger.py
+
+bench-orchestration: venv services  ## jobs/s per worker process: ledger + Celery + Redis, no model
+	$(BIN)/python -m bench.orchestration --jobs 5000 --processes 1
+
+bench-pipeline: venv $(TRITON_STAMP) services  ## images/s: S3 + Celery + Triton vs the same model in process
+	$(BIN)/python -m bench.pipeline --count 60
 
 bench-rembg: venv  ## clipline run vs rembg p, same model and images (builds bench/.venv-rembg once)
 	./scripts/rembg-venv.sh

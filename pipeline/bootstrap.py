@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 from pipeline.errors import InvalidSettings
 from pipeline.models import get_spec, resolve
@@ -12,6 +17,9 @@ from pipeline.retry import Backoff
 from pipeline.settings import Settings
 from pipeline.worker import JobRunner, RunnerConfig, Translate
 
+# Small on purpose: the fake stands in for a model so that everything else can be measured.
+FAKE_SIZE = (64, 64)
+
 
 def segmenter(settings: Settings, *, threads: int | None = None) -> Segmenter:
     """The configured model runner. ``threads`` caps ONNX Runtime's intra-op threads."""
@@ -19,7 +27,7 @@ def segmenter(settings: Settings, *, threads: int | None = None) -> Segmenter:
     if settings.segmenter == "fake":
         from pipeline.adapters.fake_segmenter import FakeSegmenter
 
-        return FakeSegmenter(spec.input_size)
+        return FakeSegmenter(FAKE_SIZE)
     if settings.segmenter == "triton":
         from pipeline.adapters.triton_segmenter import TritonSegmenter
 
@@ -88,10 +96,40 @@ def job_runner(
         max_countdown_seconds=settings.max_countdown_seconds,
     )
     ledger = SqlLedger.from_settings(settings)
-    return JobRunner(
-        ledger, object_store(settings), segmenter(settings, threads=segmenter_threads), queue,
-        ledger.clock, config, translate=translate,
+    model = LazySegmenter(
+        lambda: segmenter(settings, threads=segmenter_threads),
+        FAKE_SIZE if settings.segmenter == "fake" else get_spec(settings.model).input_size,
     )
+    return JobRunner(ledger, object_store(settings), model, queue, ledger.clock, config,
+                     translate=translate)
+
+
+class LazySegmenter:
+    """Builds the real segmenter on first use, and again after a failed build.
+
+    A worker process may start while Triton is restarting: building eagerly would fail the
+    process before it could even claim a job. Built lazily, the job is claimed, fails with
+    ``InferenceUnavailable`` and is retried with backoff like any other outage.
+    """
+
+    def __init__(self, build: Callable[[], Segmenter], input_size: tuple[int, int]) -> None:
+        self._build = build
+        self._size = input_size
+        self._inner: Segmenter | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self._size
+
+    def warm(self) -> Segmenter:
+        with self._lock:
+            if self._inner is None:
+                self._inner = self._build()
+            return self._inner
+
+    def predict(self, images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return self.warm().predict(images)
 
 
 def reconcile_config(settings: Settings) -> ReconcileConfig:

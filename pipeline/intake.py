@@ -63,7 +63,8 @@ def manifest_specs(lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterato
         if not line or line.startswith("#"):
             continue
         try:
-            spec = _json_spec(line, defaults) if line.startswith("{") else url_spec(line, defaults)
+            json_line = line.startswith(("{", "["))
+            spec = _json_spec(line, defaults) if json_line else url_spec(line, defaults)
             OutputOptions.parse(spec.options)
         except (ValueError, TypeError, InvalidOptions) as exc:
             raise InvalidManifest(f"line {number}: {exc}") from exc

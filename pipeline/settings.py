@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     segmenter: Literal["onnx", "triton", "fake"] = Field(
         default="onnx",
         description="Run the model in process (onnx), on a Triton server (triton), or use a "
-        "colour-distance stand-in with no model (fake: orchestration benchmarks only).",
+        "colour-distance stand-in at 64x64 with no model (fake: orchestration benchmarks only).",
     )
     triton_url: str = Field(
         default="127.0.0.1:8001",

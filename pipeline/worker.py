@@ -15,15 +15,14 @@ is left to the reconciler, so no message sits in the broker past its visibility 
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from pipeline import logs
 from pipeline.errors import ClipError, LeaseLost, UnexpectedError
+from pipeline.heartbeat import Heartbeats
 from pipeline.imaging.decode import DEFAULT_LIMITS, DecodeLimits
 from pipeline.jobs import Claim, Dispatch, Job, JobStatus
 from pipeline.ports import Clock, JobLedger, ObjectStore, Queue, Segmenter
@@ -71,6 +70,7 @@ class JobRunner:
         self.ledger, self.store, self.segmenter, self.queue = ledger, store, segmenter, queue
         self.clock, self.config = clock, config
         self._translate = translate or (lambda exc: None)
+        self._heartbeats = Heartbeats(ledger, config.heartbeat_seconds)
 
     def run(self, job_id: uuid.UUID) -> Outcome:
         claim = self.ledger.claim(job_id, worker=self.config.worker)
@@ -88,7 +88,7 @@ class JobRunner:
     def _work(self, claim: Claim) -> Outcome:
         job, cfg = claim.job, self.config
         try:
-            with self._heartbeat(claim):
+            with self._heartbeats.holding(job.id, claim.token):
                 result = process_job(job, self.store, self.segmenter,
                                      output_bucket=cfg.output_bucket, limits=cfg.limits,
                                      prefix=cfg.output_prefix)
@@ -125,29 +125,3 @@ class JobRunner:
             return  # the reconciler publishes it when it is due
         self.queue.publish([Dispatch(job.id, job.priority, delay)])
         self.ledger.mark_published(job.id, job.not_before)
-
-    @contextmanager
-    def _heartbeat(self, claim: Claim) -> Iterator[None]:
-        """Extend the lease every ``heartbeat_seconds`` on a daemon thread while the body runs."""
-        stop = threading.Event()
-        context = logs.current()
-
-        def beat() -> None:
-            logs.bind(**context)
-            while not stop.wait(self.config.heartbeat_seconds):
-                try:
-                    self.ledger.heartbeat(claim.job.id, claim.token)
-                except LeaseLost:
-                    log.warning("job_lease_lost", stage="heartbeat")
-                    return
-                except ClipError as exc:  # the database blinked: try again next beat
-                    log.warning("heartbeat_failed", reason=exc.reason, message=exc.message)
-
-        thread = threading.Thread(target=beat, name=f"heartbeat-{claim.job.id}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(timeout=5)
-

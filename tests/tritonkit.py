@@ -44,12 +44,13 @@ class TritonServer:
         delay_ms: int = 0,
         max_batch_size: int = 16,
         log_dir: Path | None = None,
+        threads: int = 1,
     ) -> None:
         self.model_file = model_file
         self.options = ServeOptions(
             model_name=model_name, grpc_port=free_port(), http_port=free_port(),
             metrics_port=free_port(), max_batch_size=max_batch_size, delay_ms=delay_ms,
-            threads=1,
+            threads=threads,
         )
         folder = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
         self.log_path = folder / f"triton-{model_name}-{self.options.grpc_port}.log"

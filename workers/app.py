@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from pipeline.settings import Settings
 
@@ -68,7 +68,10 @@ def config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": settings.task_soft_time_limit_seconds,
         "task_time_limit": settings.task_time_limit_seconds,
         "worker_max_memory_per_child": settings.worker_max_memory_per_child_mb * 1024,  # KiB
-        "task_queues": [Queue(name) for name in QUEUES],
+        # Each queue its own exchange and key: left unset, Celery binds every queue to the
+        # default exchange and key, and one message would land in both.
+        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name)
+                        for name in QUEUES],
         "task_default_queue": BULK,
         "task_routes": (route,),
         "task_create_missing_queues": False,

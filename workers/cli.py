@@ -149,28 +149,34 @@ def submit(
     fmt: str = typer.Option("png", "--format", help="png, webp or jpg."),
     crop: bool = typer.Option(False, help="Crop to the subject."),
     bg_color: str | None = typer.Option(None, help="Flatten onto this colour."),
+    subject: str = typer.Option("all", help="all: the whole mask; main: the main subject(s)."),
     progress: bool = typer.Option(True, help="Show progress bars on a terminal."),
 ) -> None:
     """Record jobs in the ledger as one batch, then publish their wake-up messages.
 
     Exactly one source: URLs, --prefix or --manifest. Submitting the same objects with the same
     options again creates no new jobs (they are reported as already known). The batch is
-    recorded in one transaction: a bad manifest line refuses the whole manifest.
+    recorded in one transaction, and a manifest is checked whole first: a bad line refuses it
+    before anything is written.
     """
     if sum([bool(urls), prefix is not None, manifest is not None]) != 1:
         raise typer.BadParameter("give S3 URLs, --prefix or --manifest (exactly one)")
     settings = _settings()
     defaults = {
-        "options": output_options(fmt, "rgba", bg_color, crop, "0", None, "auto", False)
+        "options": output_options(fmt, "rgba", bg_color, crop, "0", None, subject, False)
         .normalised(),
         "priority": priority, "model": settings.model,
     }
+    total = None
+    if manifest is not None:  # a first pass refuses a bad manifest before anything is written
+        with manifest.open(encoding="utf-8") as lines:
+            total = sum(1 for _ in manifest_specs(lines, defaults))
     ledger = _ledger(settings)
     try:
         ledger.ensure_tenant(tenant)
         batch_id = ledger.create_batch(tenant, label=label, batch_id=batch)
         specs = _specs(settings, urls, prefix, manifest, defaults)
-        with ProgressBar(None, progress and console.is_terminal, "recording", "job") as advance:
+        with ProgressBar(total, progress and console.is_terminal, "recording", "job") as advance:
             result = ledger.submit_many(_counted(specs, advance), tenant=tenant,
                                         batch_id=batch_id)
         sent = _publish(ledger, batch_id, progress)

@@ -49,6 +49,6 @@ class CeleryQueue:
         with _translated("could not read the broker's queues"), \
                 self.app.connection_for_read() as conn:
             channel = conn.default_channel
-            return sum(
-                channel.queue_declare(name, passive=True).message_count for name in QUEUES
-            )
+            # Declaring is idempotent here, and unlike a passive declare it does not depend on
+            # this connection having seen the queue before.
+            return sum(channel.queue_declare(name).message_count for name in QUEUES)

@@ -13,9 +13,11 @@ import threading
 from dataclasses import dataclass
 
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
 
-from pipeline import bootstrap
+from pipeline import bootstrap, logs
 from pipeline.adapters.ledger_sql import SqlLedger
+from pipeline.bootstrap import LazySegmenter
 from pipeline.errors import ClipError, OperationTimeout
 from pipeline.reconcile import ReconcileConfig
 from pipeline.worker import JobRunner
@@ -80,3 +82,15 @@ def queue() -> CeleryQueue:
 
 def reconcile_config() -> ReconcileConfig:
     return bootstrap.reconcile_config(settings)
+
+
+@worker_process_init.connect
+def _warm(**_: object) -> None:
+    """Build the clients as each pool process starts, so the first job does not pay for it."""
+    try:
+        model = runner().segmenter
+        if isinstance(model, LazySegmenter):
+            model.warm()
+    except ClipError as exc:  # Triton restarting, say: jobs will retry until it is back
+        logs.get(__name__).warning("worker_warm_up_failed", reason=exc.reason,
+                                   message=exc.message)
