@@ -40,7 +40,21 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    # Libraries log through the standard library (Celery, Alembic, botocore): render their
+    # records like ours, so a service's stream is all JSON and a terminal all console lines.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+    ))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "clipline", False)]:
+        root.removeHandler(old)  # configure() again replaces its own handler, no other
+    handler.clipline = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Alembic narrates every migration step at INFO; its warnings still show.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     _configured = True
 
 

@@ -126,9 +126,10 @@ class Cluster:
         return proc
 
     def start_worker(self, concurrency: int = 2, timeout: float = 60,
-                     pool: str = "prefork") -> subprocess.Popen[bytes]:
+                     pool: str = "prefork", beat: bool = False) -> subprocess.Popen[bytes]:
         """Start a worker and wait until it answers a ping over the broker (whatever it logs)."""
-        proc = self.start("worker", f"--concurrency={concurrency}", f"--pool={pool}")
+        options = [f"--concurrency={concurrency}", f"--pool={pool}"] + (["--beat"] if beat else [])
+        proc = self.start("worker", *options)
         log = self.processes[-1][1]
 
         def answers() -> bool:

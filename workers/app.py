@@ -40,6 +40,8 @@ def config(settings: Settings) -> dict[str, Any]:
               **extra: Any) -> dict[str, str] | None:
         if name == PROCESS:
             return {"queue": queue_for(int((kwargs or {}).get("priority", 0)), settings)}
+        if name == RECONCILE:  # never behind a bulk backlog: it is what repairs one
+            return {"queue": INTERACTIVE}
         return None
 
     return {
@@ -78,6 +80,8 @@ def config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "task_send_sent_event": False,
+        # Beat keeps its schedule file with Clipline's data, not in whatever folder it started.
+        "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
         "beat_schedule": {
             "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_interval_seconds},
         },

@@ -88,6 +88,7 @@ def worker(
         "--hostname=clipline-%h-" + uuid.uuid4().hex[:6],
     ]
     if beat:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
         argv.append("--beat")
     celery_app.worker_main(argv)
 

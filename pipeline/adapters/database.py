@@ -26,18 +26,13 @@ def make_engine(
     pool_timeout: float = 10.0,
     statement_timeout: float = 30.0,
     connect_timeout: float = 10.0,
-    synchronous_commit: bool = True,
 ) -> Engine:
-    """A pooled engine with timeouts. ``synchronous_commit=False`` (PostgreSQL) lets a commit
-    return before its WAL reaches disk: a server crash may forget the last moments of commits,
-    never corrupt them. Only for writes that at-least-once delivery already repeats."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, busy_timeout=statement_timeout)
     connect_args: dict[str, Any] = {
         "connect_timeout": max(1, int(connect_timeout)),
-        "options": f"-c statement_timeout={int(statement_timeout * 1000)}"
-        + ("" if synchronous_commit else " -c synchronous_commit=off"),
+        "options": f"-c statement_timeout={int(statement_timeout * 1000)}",
         "application_name": "clipline",
     }
     return create_engine(

@@ -162,14 +162,14 @@ def test_a_worker_killed_mid_task_the_job_still_finishes_once(
 
 
 def test_redis_flushed_mid_run_every_job_still_finishes(dist: Cluster, tmp_path: Path) -> None:
+    """Here the reconciler runs on Celery beat inside the worker (`clipline worker --beat`)."""
     data = jpeg(size=320)
     urls = [dist.put_image(f"f{i}.jpg", data) for i in range(12)]
     batch = submit(dist, *urls, tmp=tmp_path)  # messages wait in Redis: no worker yet
     assert dist.queue.depth() == 12
     dist.redis.flushall()
     assert dist.queue.depth() == 0
-    dist.start_worker()
-    dist.start_reconciler()
+    dist.start_worker(beat=True)
     counts = dist.wait_batch(batch, timeout=120)
     assert counts[JobStatus.SUCCEEDED] == 12, dist.logs()
 
