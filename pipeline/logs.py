@@ -53,8 +53,9 @@ def configure(
     handler.clipline = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    # Alembic narrates every migration step at INFO; its warnings still show.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # Alembic narrates every migration step, botocore where it found credentials; warnings show.
+    for chatty in ("alembic", "botocore.credentials"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     _configured = True
 
 

@@ -7,6 +7,7 @@ and, when asked, messages sent long ago that nobody acted on.
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -100,3 +101,21 @@ def test_mark_published_ignores_jobs_that_are_not_queued(
     ledger.mark_published(job.id, clock.now() + timedelta(hours=1))
     assert ledger.get(job.id).published_at == before
     ledger.complete(job.id, claim.token, {})
+
+
+def test_two_reconcilers_at_once_take_disjoint_sets(sql_ledger: Any, clock: ManualClock) -> None:
+    sql_ledger.submit_many(spec(f"k{i}") for i in range(300))
+    clock.advance(100)
+    taken: list[list[Dispatch]] = [[], []]
+
+    def drain(slot: int) -> None:
+        while batch := sql_ledger.take_unpublished(20, lost_after=60):
+            taken[slot].extend(batch)
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [d.job_id for d in taken[0] + taken[1]]
+    assert len(ids) == len(set(ids)) == 300

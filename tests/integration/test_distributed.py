@@ -191,3 +191,23 @@ def test_the_same_job_delivered_twice_at_once_has_one_effect(
         assert events(c, job.id) == ["claimed", "completed"]
         assert len(c.output_keys(job.id)) == 1
         assert "'skipped'" in c.log_text()  # Celery logs each task's return value
+
+
+def test_a_job_past_the_soft_time_limit_fails_as_a_timeout_and_is_retried(
+    tmp_path: Path, s3_endpoint: str, slow_triton: TritonServer
+) -> None:
+    with cluster(tmp_path, s3_endpoint, SEGMENTER="triton", TRITON_URL=slow_triton.url,
+                 TASK_SOFT_TIME_LIMIT_SECONDS="1", TASK_TIME_LIMIT_SECONDS="20") as c:
+        c.put_image("slow.jpg", jpeg(size=320))
+        job = c.ledger.submit(JobSpec(bucket="photos", key="slow.jpg")).job
+        c.start_worker(concurrency=1)
+        c.queue.publish([Dispatch(job.id)])
+
+        def timed_out() -> bool:
+            return any(e.action == "failed" and e.error_code == "timeout"
+                       for e in c.ledger.events(job.id))
+
+        wait_for(timed_out, 60, "a failure with reason timeout", c.logs)
+        failed = next(e for e in c.ledger.events(job.id) if e.action == "failed")
+        assert failed.to_status == "queued"  # transient: retried, not dead
+        assert "soft time limit" in (failed.error_message or "")
