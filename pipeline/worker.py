@@ -123,5 +123,8 @@ class JobRunner:
         delay = max(0.0, (job.not_before - self.clock.now()).total_seconds())
         if delay > self.config.max_countdown_seconds:
             return  # the reconciler publishes it when it is due
-        self.queue.publish([Dispatch(job.id, job.priority, delay)])
-        self.ledger.mark_published(job.id, job.not_before)
+        try:
+            self.queue.publish([Dispatch(job.id, job.priority, delay)])
+            self.ledger.mark_published(job.id, job.not_before)
+        except ClipError as exc:  # the retry is recorded: the reconciler will publish it
+            log.warning("retry_not_published", reason=exc.reason, message=exc.message)

@@ -21,7 +21,7 @@ from pipeline.adapters.memory_ledger import MemoryLedger
 from pipeline.adapters.memory_queue import MemoryQueue
 from pipeline.adapters.memory_store import MemoryStore
 from pipeline.clock import ManualClock
-from pipeline.errors import InferenceUnavailable, OperationTimeout
+from pipeline.errors import BrokerUnavailable, InferenceUnavailable, OperationTimeout
 from pipeline.jobs import Dispatch, JobSpec, JobStatus
 from pipeline.reconcile import ReconcileConfig, reconcile_once
 from pipeline.retry import Backoff
@@ -130,6 +130,20 @@ def test_a_long_backoff_is_left_to_the_reconciler() -> None:
     world.clock.advance(2.0)
     assert reconcile_once(world.ledger, world.queue, config).published == 1
     assert world.queue.drain() == [Dispatch(job_id, 0)]
+
+
+def test_a_retry_whose_message_cannot_be_sent_is_left_to_the_reconciler() -> None:
+    world = World(FlakySegmenter(failures=1))
+
+    class DownQueue(MemoryQueue):
+        def publish(self, dispatches: Any) -> None:
+            raise BrokerUnavailable("redis://127.0.0.1:6379/0: connection refused")
+
+    world.runner.queue = DownQueue()
+    job_id = world.job(data=red_square())
+    assert world.runner.run(job_id) is Outcome.RETRY_SCHEDULED
+    world.clock.advance(2.0)
+    assert [d.job_id for d in world.ledger.take_unpublished(10)] == [job_id]
 
 
 def test_transient_failures_end_dead_when_attempts_are_spent() -> None:
