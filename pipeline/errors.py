@@ -168,15 +168,21 @@ class LedgerRefusal(Exception):
     """The ledger refused an operation because the job is not in the state the caller assumed."""
 
     reason: ClassVar[str] = "refused"
+    subject: ClassVar[str] = "job"
 
     def __init__(self, job_id: object, message: str) -> None:
         self.job_id = job_id
         self.message = message
-        super().__init__(f"job {job_id}: {message}")
+        super().__init__(f"{self.subject} {job_id}: {message}")
 
 
 class JobNotFound(LedgerRefusal):
     reason = "not_found"
+
+
+class BatchNotFound(LedgerRefusal):
+    reason = "batch_not_found"
+    subject = "batch"
 
 
 class LeaseLost(LedgerRefusal):

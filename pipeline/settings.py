@@ -125,6 +125,19 @@ class Settings(BaseSettings):
         "broker has drained, is published again (Redis lost it).",
     )
 
+    # -- HTTP API ---------------------------------------------------------------------------
+    api_host: str = Field(default="127.0.0.1", description="Address `clipline api` listens on.")
+    api_port: PositiveInt = Field(default=8080, description="Port `clipline api` listens on.")
+    api_rate_per_second: PositiveFloat = Field(
+        default=50.0, description="Requests per second allowed per API key (per API process).")
+    api_rate_burst: PositiveInt = Field(default=100, description="Requests a key may burst.")
+    api_max_body_bytes: PositiveInt = Field(
+        default=10 * 1024 * 1024, description="Largest request body accepted (413 above).")
+    api_max_manifest_bytes: PositiveInt = Field(
+        default=1024 * 1024 * 1024, description="Largest manifest object read from S3.")
+    api_presign_seconds: PositiveInt = Field(
+        default=3600, description="Lifetime of the presigned GET URL of a finished cut-out.")
+
     # -- input safety -----------------------------------------------------------------------
     max_pixels: PositiveInt = Field(
         default=50_000_000,

@@ -51,11 +51,13 @@ def _ledger(settings: Settings) -> Any:
     return ledger
 
 
-def _queue() -> Any:
+def _queue(settings: Settings | None = None) -> Any:
+    """The Celery queue: the process's own app, or one built from ``settings``."""
     from workers.app import app as celery_app
+    from workers.app import create_app
     from workers.queue import CeleryQueue
 
-    return CeleryQueue(celery_app)
+    return CeleryQueue(celery_app if settings is None else create_app(settings))
 
 
 # -- worker -----------------------------------------------------------------------------------
@@ -129,6 +131,43 @@ def reconcile(
                           stop=stop)
     finally:
         ledger.close()
+
+
+# -- api --------------------------------------------------------------------------------------
+
+
+def api_app(settings: Settings) -> Any:
+    """The HTTP API composed with the real clients (also used by the tests)."""
+    from pipeline.adapters.s3_store import S3Store, make_client
+    from pipeline.adapters.tenant_store import TenantStore
+    from pipeline.api.app import create_app
+    from pipeline.api.deps import ApiDeps
+
+    ledger = _ledger(settings)
+    return create_app(ApiDeps(
+        settings=settings, ledger=ledger, tenants=TenantStore(ledger.engine, ledger.clock),
+        queue=_queue(settings),
+        store=S3Store(make_client(settings), max_bytes=settings.max_input_bytes),
+    ))
+
+
+@app.command("api")
+def api(
+    host: str | None = typer.Option(None, help="Default CLIPLINE_API_HOST."),
+    port: int | None = typer.Option(None, help="Default CLIPLINE_API_PORT."),
+) -> None:
+    """Serve the submit-and-poll HTTP API (OpenAPI at /docs and /openapi.json).
+
+    Tenants and keys come from `clipline tenants`. Jobs submitted here are published to the
+    workers at once; `clipline reconcile` covers what Redis loses.
+    """
+    import uvicorn
+
+    settings = _settings()
+    app_ = api_app(settings)
+    # One process per `clipline api`: run more of them behind a load balancer to scale.
+    uvicorn.run(app_, host=host or settings.api_host, port=port or settings.api_port,
+                log_config=None, timeout_graceful_shutdown=10)
 
 
 # -- submit -----------------------------------------------------------------------------------

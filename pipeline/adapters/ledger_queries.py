@@ -7,16 +7,17 @@ of claiming and finishing jobs.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, NoReturn
 
 from sqlalchemy import Connection, Engine, and_, func, select, update
 
 from pipeline.adapters.database import translated
 from pipeline.adapters.ledger_rows import JobEvent, event, record, to_job
 from pipeline.adapters.ledger_statements import LEASE_CLEARED
-from pipeline.adapters.schema import job_events, jobs, status_is
-from pipeline.errors import JobNotFound, LeaseLost, TransitionRefused
+from pipeline.adapters.schema import batches, job_events, jobs, status_is
+from pipeline.errors import BatchNotFound, JobNotFound, LeaseLost, TransitionRefused
 from pipeline.jobs import DEFAULT_TENANT, BatchCounts, Job, JobStatus
 from pipeline.ports import Clock
 
@@ -143,6 +144,34 @@ class LedgerQueries:
             reasons = {r or "unknown": n for r, n in conn.execute(by_reason)}
         return BatchCounts(by_status=statuses, dead_by_reason=reasons)
 
+    def ping(self) -> None:
+        """One round trip to the database (readiness checks)."""
+        with translated(), self.engine.connect() as conn:
+            conn.execute(select(1))
+
+    def get_batch(self, batch_id: uuid.UUID, *, tenant: str | None = None) -> dict[str, Any]:
+        """The batch's row (id, tenant_id, label, meta, created_at); ``BatchNotFound`` when it
+        does not exist, or belongs to another tenant."""
+        conds = [batches.c.id == batch_id] + ([batches.c.tenant_id == tenant] if tenant else [])
+        with translated(), self.engine.connect() as conn:
+            row = conn.execute(select(batches).where(*conds)).first()
+        if row is None:
+            raise BatchNotFound(batch_id, "no such batch")
+        return dict(row._mapping)
+
+    def set_batch_meta(self, batch_id: uuid.UUID, meta: Mapping[str, Any]) -> None:
+        with translated(), self.engine.begin() as conn:
+            conn.execute(update(batches).where(batches.c.id == batch_id).values(meta=dict(meta)))
+
+    def completions_since(self, batch_id: uuid.UUID, since: datetime) -> int:
+        """Jobs of the batch that reached a final state since ``since`` (for its throughput)."""
+        query = (select(func.count()).select_from(job_events.join(jobs))
+                 .where(jobs.c.batch_id == batch_id, job_events.c.at >= since,
+                        job_events.c.to_status.in_([JobStatus.SUCCEEDED.value,
+                                                    JobStatus.DEAD.value])))
+        with translated(), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
     def _refuse(
         self, conn: Connection, job_id: uuid.UUID, message: str, *, tenant: str | None = None
     ) -> NoReturn:
@@ -154,8 +183,3 @@ class LedgerQueries:
         if "lease" in message:
             raise LeaseLost(job_id, f"{message} (job is {status})")
         raise TransitionRefused(job_id, f"{message} (job is {status})")
-
-
-
-
-

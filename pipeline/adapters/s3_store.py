@@ -110,6 +110,13 @@ class S3Store:
                 for item in page.get("Contents", ()):
                     yield item["Key"]
 
+    def presign(self, bucket: str, key: str, expires: int = 3600) -> str:
+        """A time-limited GET URL for the object (signed locally: no request is made)."""
+        with _translated(f"s3://{bucket}/{key}"):
+            url: str = self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
+        return url
+
     def head(self, bucket: str, key: str) -> dict[str, Any]:
         """Content type, length and user metadata of an object (for checks and status pages)."""
         with _translated(f"s3://{bucket}/{key}"):

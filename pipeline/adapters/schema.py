@@ -76,6 +76,20 @@ tenants = Table(
     Column("id", String(64), primary_key=True),
     Column("name", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False, server_default=NOW),
+    # The S3 sources the tenant may submit: a list of "bucket/prefix"; NULL allows any.
+    Column("allowed_sources", JSONDoc, nullable=True),
+)
+
+# API keys: only a SHA-256 of the key is kept; the key itself is shown once, at creation.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("label", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
 )
 
 batches = Table(

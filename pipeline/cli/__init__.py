@@ -7,7 +7,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from pipeline.cli import db, demo, jobs, models, triton
+from pipeline.cli import db, demo, jobs, models, tenants, triton
 from pipeline.cli import run as run_command
 from pipeline.errors import ClipError, LedgerRefusal, UsageError
 
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
 app.add_typer(triton.app, name="triton")
+app.add_typer(tenants.app, name="tenants")
 app.command("run")(run_command.run)
 app.command("demo")(demo.demo)
 app.command("status")(jobs.status)

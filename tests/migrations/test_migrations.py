@@ -9,7 +9,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from pipeline.adapters.database import current_revision, downgrade, make_engine, upgrade
+from pipeline.adapters.database import (
+    current_revision,
+    downgrade,
+    head_revision,
+    make_engine,
+    upgrade,
+)
 from pipeline.adapters.schema import metadata
 from tests.conftest import _admin_engine
 
@@ -59,7 +65,7 @@ def test_upgrade_creates_the_default_tenant_and_is_repeatable(empty_url: str) ->
     upgrade(empty_url)
     upgrade(empty_url)  # a second run is a no-op
     engine = make_engine(empty_url)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == head_revision() == "0003"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id FROM tenants")).scalars().all() == ["default"]
     engine.dispose()

@@ -1,0 +1,121 @@
+"""``/v1/batches``: a manifest inline, as an S3 object, or an S3 prefix → one batch of jobs.
+
+An inline manifest (up to 10,000 lines) is recorded before the answer. A manifest object or a
+prefix may hold millions of lines, so the answer comes at once (`202`, state `expanding`) and
+the expansion runs in the background: one bulk insert, then the messages, then state `ready`
+with the counts, or `failed` with the reason (a bad line refuses the whole manifest).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, BackgroundTasks, Depends
+
+from pipeline import logs
+from pipeline.api.deps import ApiDeps, deps, tenant
+from pipeline.api.jobs import check_source, publish
+from pipeline.api.problems import Problem
+from pipeline.api.schemas import BatchRequest, BatchView
+from pipeline.errors import ClipError, UsageError
+from pipeline.intake import manifest_specs, prefix_specs
+from pipeline.jobs import JobSpec, JobStatus
+from pipeline.options import OutputOptions
+from pipeline.tenants import Tenant
+
+router = APIRouter(prefix="/v1", tags=["batches"])
+log = logs.get(__name__)
+PAGE = 1000
+
+
+@router.post("/batches", status_code=202, response_model=BatchView)
+def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = Depends(tenant),
+                 d: ApiDeps = Depends(deps)) -> BatchView:
+    """Create a batch from exactly one of `items`, `manifest` or `prefix`."""
+    if sum(x is not None for x in (body.items, body.manifest, body.prefix)) != 1:
+        raise Problem(422, "one_source_required", "Give exactly one of items, manifest, prefix")
+    defaults = {"options": OutputOptions.parse(body.options).normalised(),
+                "priority": body.priority, "model": d.settings.model}
+    if body.items is not None:
+        specs = [JobSpec(bucket=i.bucket, key=i.key, version=i.version,
+                         options=OutputOptions.parse({**body.options, **(i.options or {})})
+                         .normalised(),
+                         priority=body.priority if i.priority is None else i.priority,
+                         model=d.settings.model) for i in body.items]
+        for spec in specs:
+            check_source(who, spec.bucket, spec.key)
+        batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": "expanding"})
+        expand(d, who, batch_id, iter(specs))
+    else:
+        if d.store is None:
+            raise Problem(503, "storage_unavailable", "No object store is configured")
+        batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": "expanding"})
+        background.add_task(expand, d, who, batch_id, source_specs(d, body, defaults))
+    return batch_view(d, who, batch_id)
+
+
+def source_specs(d: ApiDeps, body: BatchRequest, defaults: dict[str, Any]) -> Iterator[JobSpec]:
+    """The specs of a manifest object or a prefix, read lazily (in the background task)."""
+    assert d.store is not None
+    if body.manifest is not None:
+        data = d.store.get(body.manifest.bucket, body.manifest.key, version=body.manifest.version)
+        if len(data) > d.settings.api_max_manifest_bytes:
+            raise UsageError(f"the manifest is over {d.settings.api_max_manifest_bytes} bytes")
+        yield from manifest_specs(data.decode("utf-8").splitlines(), defaults)
+        return
+    assert body.prefix is not None
+    bucket, _, prefix = body.prefix.removeprefix("s3://").partition("/")
+    yield from prefix_specs(bucket, d.store.list_keys(bucket, prefix), defaults)
+
+
+def expand(d: ApiDeps, who: Tenant, batch_id: uuid.UUID, specs: Iterator[JobSpec]) -> None:
+    """Insert the batch's jobs in one transaction, publish them, record the outcome."""
+    def allowed() -> Iterator[JobSpec]:
+        for spec in specs:
+            check_source(who, spec.bucket, spec.key)
+            yield spec
+
+    try:
+        result = d.ledger.submit_many(allowed(), tenant=who.id, batch_id=batch_id)
+    except (ClipError, UsageError, Problem) as exc:
+        reason = getattr(exc, "code", None) or getattr(exc, "reason", "refused")
+        log.warning("batch_refused", batch_id=str(batch_id), reason=reason, message=str(exc))
+        d.ledger.set_batch_meta(batch_id, {"state": "failed", "reason": reason,
+                                           "message": str(exc)})
+        return
+    after = None
+    while page := d.ledger.list_jobs(batch_id=batch_id, status=JobStatus.QUEUED, after=after,
+                                     limit=PAGE):
+        publish(d, page)
+        after = page[-1].id
+    d.ledger.set_batch_meta(batch_id, {"state": "ready", "received": result.received,
+                                       "inserted": result.inserted,
+                                       "duplicates": result.duplicates})
+
+
+@router.get("/batches/{batch_id}", response_model=BatchView)
+def get_batch(batch_id: uuid.UUID, who: Tenant = Depends(tenant),
+              d: ApiDeps = Depends(deps)) -> BatchView:
+    """Counts by status, dead letters by reason, the last minute's throughput and an estimate
+    of when the batch will be done."""
+    return batch_view(d, who, batch_id)
+
+
+def batch_view(d: ApiDeps, who: Tenant, batch_id: uuid.UUID) -> BatchView:
+    row = d.ledger.get_batch(batch_id, tenant=who.id)
+    counts = d.ledger.batch_counts(batch_id)
+    now = d.ledger.clock.now()
+    per_minute = d.ledger.completions_since(batch_id, now - timedelta(minutes=1))
+    left = counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING]
+    eta = now + timedelta(minutes=left / per_minute) if per_minute and left else None
+    meta = dict(row["meta"] or {})
+    return BatchView(
+        id=row["id"], label=row["label"], state=meta.pop("state", "ready"),
+        expansion=meta or None,
+        counts={s.value: counts[s] for s in JobStatus}, dead_by_reason=dict(counts.dead_by_reason),
+        throughput_per_minute=float(per_minute), estimated_finish=eta,
+        created_at=row["created_at"],
+    )

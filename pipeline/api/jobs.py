@@ -1,0 +1,124 @@
+"""``/v1/jobs`` and ``/v1/dead-letters``: submit one job, poll it, list, cancel, re-drive."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+
+from pipeline import logs
+from pipeline.api.deps import ApiDeps, deps, tenant
+from pipeline.api.problems import Problem
+from pipeline.api.schemas import JobPage, JobRequest, JobView, RedriveRequest, RedriveResult
+from pipeline.errors import ClipError
+from pipeline.jobs import Dispatch, Job, JobSpec, JobStatus
+from pipeline.options import OutputOptions
+from pipeline.tenants import Tenant, source_allowed
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+log = logs.get(__name__)
+
+
+def check_source(who: Tenant, bucket: str, key: str) -> None:
+    if not source_allowed(who.allowed_sources, bucket, key):
+        raise Problem(403, "source_not_allowed", "This source is outside the tenant's allowlist",
+                      f"s3://{bucket}/{key} is not under any of the tenant's allowed sources")
+
+
+def publish(d: ApiDeps, jobs: list[Job]) -> None:
+    """Wake workers for new jobs. A broker outage does not fail the request: the jobs are
+    recorded, and the reconciler publishes them when Redis is back."""
+    try:
+        d.queue.publish([Dispatch(j.id, j.priority) for j in jobs])
+    except ClipError as exc:
+        log.warning("publish_deferred", reason=exc.reason, message=exc.message, jobs=len(jobs))
+
+
+def view(d: ApiDeps, job: Job) -> JobView:
+    url = None
+    out = (job.result or {}).get("output")
+    if job.status is JobStatus.SUCCEEDED and out and d.store is not None:
+        url = d.store.presign(out["bucket"], out["key"], d.settings.api_presign_seconds)
+    return JobView.of(job, url)
+
+
+@router.post("/jobs", status_code=202, response_model=JobView,
+             responses={200: {"model": JobView, "description": "The job already existed."}})
+def submit_job(
+    body: JobRequest,
+    response: Response,
+    idempotency_key: str | None = Header(default=None, max_length=200),
+    who: Tenant = Depends(tenant),
+    d: ApiDeps = Depends(deps),
+) -> JobView:
+    """Record a job and wake a worker. `202` with the new job; the same `Idempotency-Key`, or
+    the same source, options and model without a key, answers `200` with the existing job."""
+    check_source(who, body.source.bucket, body.source.key)
+    options = OutputOptions.parse(body.options).normalised()
+    spec = JobSpec(bucket=body.source.bucket, key=body.source.key, version=body.source.version,
+                   options=options, model=d.settings.model, priority=body.priority,
+                   idempotency_key=idempotency_key)
+    result = d.ledger.submit(spec, tenant=who.id)
+    if result.created:
+        publish(d, [result.job])
+    else:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/jobs/{result.job.id}"
+    return view(d, result.job)
+
+
+@router.get("/jobs/{job_id}", response_model=JobView)
+def get_job(job_id: uuid.UUID, who: Tenant = Depends(tenant),
+            d: ApiDeps = Depends(deps)) -> JobView:
+    """The job's status, attempts, last error and, once it succeeded, its output with a
+    presigned URL and what the worker recorded (subject bbox, sizes, timings)."""
+    return view(d, d.ledger.get(job_id, tenant=who.id))
+
+
+@router.get("/jobs", response_model=JobPage)
+def list_jobs(
+    batch: uuid.UUID | None = None,
+    status: JobStatus | None = None,
+    reason: str | None = Query(default=None, max_length=64),
+    after: uuid.UUID | None = Query(default=None, description="The previous page's cursor."),
+    limit: int = Query(default=100, ge=1, le=1000),
+    who: Tenant = Depends(tenant),
+    d: ApiDeps = Depends(deps),
+) -> JobPage:
+    """The tenant's jobs, oldest first, filtered; page with `after`."""
+    found = d.ledger.list_jobs(tenant=who.id, batch_id=batch, status=status, reason=reason,
+                               after=after, limit=limit)
+    cursor = found[-1].id if len(found) == limit else None
+    return JobPage(items=[view(d, j) for j in found], next_cursor=cursor)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobView)
+def cancel_job(job_id: uuid.UUID, who: Tenant = Depends(tenant),
+               d: ApiDeps = Depends(deps)) -> JobView:
+    """Cancel a queued or running job (`409` once it has finished)."""
+    return view(d, d.ledger.cancel(job_id, tenant=who.id))
+
+
+@router.get("/dead-letters", response_model=JobPage, tags=["dead letters"])
+def dead_letters(
+    reason: str | None = Query(default=None, max_length=64),
+    batch: uuid.UUID | None = None,
+    after: uuid.UUID | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+    who: Tenant = Depends(tenant),
+    d: ApiDeps = Depends(deps),
+) -> JobPage:
+    """Dead jobs, with their reason codes and messages."""
+    return list_jobs(batch, JobStatus.DEAD, reason, after, limit, who, d)
+
+
+@router.post("/dead-letters/redrive", response_model=RedriveResult, tags=["dead letters"])
+def redrive(body: RedriveRequest, who: Tenant = Depends(tenant),
+            d: ApiDeps = Depends(deps)) -> RedriveResult:
+    """Send dead jobs back to the queue with fresh attempts: by ids, reason or batch (combined
+    with AND; at least one). The reconciler publishes them within its interval."""
+    if not body.ids and body.reason is None and body.batch_id is None:
+        raise Problem(422, "selector_required", "Give ids, a reason or a batch_id")
+    moved = d.ledger.redrive(tenant=who.id, ids=body.ids or None, reason=body.reason,
+                             batch_id=body.batch_id)
+    return RedriveResult(redriven=moved)

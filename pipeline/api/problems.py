@@ -1,0 +1,85 @@
+"""Errors as ``application/problem+json`` (RFC 9457), each with a stable ``code``.
+
+Clients branch on ``code`` (and the HTTP status); ``detail`` is for people. Every failure the
+API can answer with is mapped here, once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipeline.errors import (
+    BatchNotFound,
+    ClipError,
+    IdempotencyConflict,
+    JobNotFound,
+    TransitionRefused,
+    UsageError,
+)
+
+MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(Exception):
+    def __init__(self, status: int, code: str, title: str, detail: str | None = None,
+                 **extra: Any) -> None:
+        super().__init__(detail or title)
+        self.status, self.code, self.title, self.detail, self.extra = (
+            status, code, title, detail, extra)
+
+
+def problem_response(status: int, code: str, title: str, detail: str | None = None,
+                     **extra: Any) -> JSONResponse:
+    body = {"type": f"https://clipline.dev/problems/{code}", "title": title, "status": status,
+            "code": code, **({"detail": detail} if detail else {}), **extra}
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        return problem_response(422, "invalid_request", "The request is not valid",
+                                "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                          for e in errors), errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(JobNotFound)
+    @app.exception_handler(BatchNotFound)
+    async def _missing(_: Request, exc: JobNotFound | BatchNotFound) -> JSONResponse:
+        # Another tenant's id answers exactly like an id that never existed.
+        return problem_response(404, exc.reason, f"No such {exc.subject}", str(exc))
+
+    @app.exception_handler(TransitionRefused)
+    async def _refused(_: Request, exc: TransitionRefused) -> JSONResponse:
+        return problem_response(409, "transition_refused", "Not possible in the job's state",
+                                str(exc))
+
+    @app.exception_handler(IdempotencyConflict)
+    async def _conflict(_: Request, exc: IdempotencyConflict) -> JSONResponse:
+        return problem_response(409, "idempotency_conflict",
+                                "Idempotency key already used for another request", str(exc))
+
+    @app.exception_handler(UsageError)
+    async def _usage(_: Request, exc: UsageError) -> JSONResponse:
+        return problem_response(422, exc.reason, "The request cannot be honoured", str(exc))
+
+    @app.exception_handler(ClipError)
+    async def _clip(_: Request, exc: ClipError) -> JSONResponse:
+        if exc.transient:
+            return problem_response(503, exc.reason, "A service Clipline needs is unavailable",
+                                    exc.message, headers_hint="retry later")
+        return problem_response(422, exc.reason, "The request cannot be honoured", exc.message)

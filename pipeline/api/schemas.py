@@ -1,0 +1,145 @@
+"""The API's request and response bodies: the OpenAPI contract, checked by FastAPI."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.jobs import Job, JobStatus
+
+MAX_INLINE_ITEMS = 10_000
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]+$")
+    key: str = Field(min_length=1, max_length=1024)
+    version: str | None = Field(default=None, max_length=1024,
+                                description="S3 versionId, or a quoted ETag to pin the content.")
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: Source
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Output options, the engine's names: format, channels, bg_color, crop, "
+        "crop_margin, max_side, subject, strict_empty.")
+    priority: int = Field(default=5, ge=-100, le=100,
+                          description="Higher first; at or above the interactive threshold "
+                          "the job goes to the interactive queue.")
+
+
+class Output(BaseModel):
+    bucket: str
+    key: str
+    url: str | None = Field(default=None, description="A presigned GET URL, when available.")
+
+
+class JobView(BaseModel):
+    id: uuid.UUID
+    status: JobStatus
+    batch_id: uuid.UUID | None
+    source: Source
+    options: dict[str, Any]
+    priority: int
+    attempts: int
+    max_attempts: int
+    error: str | None = Field(description="Reason code of the last failure.")
+    message: str | None
+    output: Output | None
+    result: dict[str, Any] | None = Field(
+        description="Subject bbox, sizes, uncertainty, timings: what the worker recorded.")
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job, url: str | None = None) -> JobView:
+        result = dict(job.result) if job.result else None
+        out = (result or {}).get("output")
+        return cls(
+            id=job.id, status=job.status, batch_id=job.batch_id,
+            source=Source(bucket=job.bucket, key=job.key, version=job.version),
+            options=dict(job.options), priority=job.priority, attempts=job.attempts,
+            max_attempts=job.max_attempts, error=job.last_error_code,
+            message=job.last_error_message,
+            output=Output(bucket=out["bucket"], key=out["key"], url=url) if out else None,
+            result=result, created_at=job.created_at, finished_at=job.finished_at,
+        )
+
+
+class JobPage(BaseModel):
+    items: list[JobView]
+    next_cursor: uuid.UUID | None = Field(description="Pass as `after` for the next page.")
+
+
+class BatchItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = Field(min_length=3, max_length=63)
+    key: str = Field(min_length=1, max_length=1024)
+    version: str | None = None
+    options: dict[str, Any] | None = None
+    priority: int | None = Field(default=None, ge=-100, le=100)
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str | None = Field(default=None, max_length=200)
+    items: list[BatchItem] | None = Field(default=None, max_length=MAX_INLINE_ITEMS,
+                                          description="An inline manifest.")
+    manifest: Source | None = Field(default=None, description="A manifest object in S3: one "
+                                    "job per line, S3 URLs or JSON objects.")
+    prefix: str | None = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.\-]+/.*$",
+                               description="Every image under s3://bucket/prefix/.")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="Default output options for every line.")
+    priority: int = Field(default=0, ge=-100, le=100)
+
+
+class BatchView(BaseModel):
+    id: uuid.UUID
+    label: str | None
+    state: Literal["expanding", "ready", "failed"]
+    expansion: dict[str, Any] | None = Field(description="Lines received and inserted, or why "
+                                             "the manifest was refused.")
+    counts: dict[str, int]
+    dead_by_reason: dict[str, int]
+    throughput_per_minute: float = Field(description="Jobs finished in the last minute.")
+    estimated_finish: datetime | None
+    created_at: datetime
+
+
+class RedriveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[uuid.UUID] | None = Field(default=None, max_length=10_000)
+    reason: str | None = Field(default=None, max_length=64)
+    batch_id: uuid.UUID | None = None
+
+
+class RedriveResult(BaseModel):
+    redriven: int
+
+
+class ProblemView(BaseModel):
+    """RFC 9457 problem details; ``code`` is stable, ``detail`` is for people."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": ProblemView, "description": "A problem (RFC 9457).",
+                "content": {"application/problem+json": {}}} for s in statuses}
