@@ -154,6 +154,9 @@ class Job:
     updated_at: datetime
     finished_at: datetime | None
     published_at: datetime | None = None
+    callback_url: str | None = None
+    callback_state: str | None = None  # pending, delivered, failed; None: no callback
+    callback_attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

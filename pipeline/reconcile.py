@@ -20,6 +20,7 @@ send fails, step 3 sends it again later.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -78,13 +79,15 @@ def reconcile_once(
 
 def reconcile_forever(
     ledger: ReconcilerLedger, queue: Queue, config: ReconcileConfig, *,
-    interval: float, stop: threading.Event,
+    interval: float, stop: threading.Event, also: Sequence[Callable[[], object]] = (),
 ) -> None:
-    """Pass every ``interval`` seconds until ``stop`` is set; a failed pass is logged, not fatal
-    (the database or Redis may be restarting; the next pass tries again)."""
+    """Pass every ``interval`` seconds until ``stop`` is set, running ``also`` (callback
+    delivery) after each pass. A failed pass is logged, not fatal: the database or Redis may be
+    restarting, and the next pass tries again."""
     while not stop.is_set():
-        try:
-            reconcile_once(ledger, queue, config)
-        except Exception:
-            log.exception("reconcile_failed")
+        for step in (lambda: reconcile_once(ledger, queue, config), *also):
+            try:
+                step()
+            except Exception:
+                log.exception("reconcile_failed")
         stop.wait(interval)

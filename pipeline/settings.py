@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     api_presign_seconds: PositiveInt = Field(
         default=3600, description="Lifetime of the presigned GET URL of a finished cut-out.")
 
+    callbacks_allow_http: bool = Field(
+        default=False, description="Accept plain-http callback URLs (local development only).")
+    callback_max_attempts: PositiveInt = Field(
+        default=8, description="Deliveries of a completion callback before it is marked failed.")
+
     # -- input safety -----------------------------------------------------------------------
     max_pixels: PositiveInt = Field(
         default=50_000_000,

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import uvicorn
 from sqlalchemy import create_engine, text
 
 from pipeline.adapters.database import upgrade
@@ -207,3 +210,21 @@ def cluster(workdir: Path, s3_endpoint: str | None, *, redis_db: int = 13,
         yield made
     finally:
         made.destroy()
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port until the block ends."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 10, "uvicorn to start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        app.state.deps.ledger.close()

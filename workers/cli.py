@@ -110,17 +110,20 @@ def _preflight(settings: Settings) -> None:
 def reconcile(
     once: bool = typer.Option(False, "--once", help="One pass, print what it did, exit."),
 ) -> None:
-    """Reap expired leases and re-publish queued jobs whose message is missing or lost.
+    """Reap expired leases, re-publish queued jobs whose message is missing or lost, and deliver
+    due completion callbacks.
 
     Runs every CLIPLINE_RECONCILE_INTERVAL_SECONDS until interrupted. Safe to run more than one
-    at a time. (A worker started with --beat runs the same pass on Celery beat.)
+    at a time. (A worker started with --beat runs the reaping and publishing on Celery beat.)
     """
     settings = _settings()
     ledger, queue = _ledger(settings), _queue()
     config = bootstrap.reconcile_config(settings)
+    callbacks = _callbacks(settings, ledger)
     try:
         if once:
-            typer.echo(json.dumps(vars(reconcile_once(ledger, queue, config))))
+            report = vars(reconcile_once(ledger, queue, config))
+            typer.echo(json.dumps({**report, "callbacks": vars(callbacks())}))
             return
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -128,7 +131,7 @@ def reconcile(
         logs.get(__name__).info("reconciler_started",
                                 interval=settings.reconcile_interval_seconds)
         reconcile_forever(ledger, queue, config, interval=settings.reconcile_interval_seconds,
-                          stop=stop)
+                          stop=stop, also=[callbacks])
     finally:
         ledger.close()
 
@@ -168,6 +171,19 @@ def api(
     # One process per `clipline api`: run more of them behind a load balancer to scale.
     uvicorn.run(app_, host=host or settings.api_host, port=port or settings.api_port,
                 log_config=None, timeout_graceful_shutdown=10)
+
+
+def _callbacks(settings: Settings, ledger: Any) -> Any:
+    """One delivery round of due completion callbacks, as a callable."""
+    from pipeline.adapters.http_callbacks import HttpSender
+    from pipeline.adapters.tenant_store import TenantStore
+    from pipeline.callbacks import deliver_due
+    from pipeline.retry import Backoff
+
+    sender, tenants = HttpSender(), TenantStore(ledger.engine, ledger.clock)
+    backoff = Backoff(settings.backoff_base_seconds, settings.backoff_max_seconds)
+    return lambda: deliver_due(ledger, sender, tenants.callback_secret, backoff=backoff,
+                               max_attempts=settings.callback_max_attempts)
 
 
 # -- submit -----------------------------------------------------------------------------------

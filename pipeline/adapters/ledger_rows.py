@@ -51,6 +51,9 @@ def to_job(row: Any) -> Job:
         updated_at=m["updated_at"],
         finished_at=m["finished_at"],
         published_at=m["published_at"],
+        callback_url=m["callback_url"],
+        callback_state=m["callback_state"],
+        callback_attempts=m["callback_attempts"],
     )
 
 

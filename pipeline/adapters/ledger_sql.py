@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pipeline import logs
 from pipeline.adapters import bulk_insert
 from pipeline.adapters.database import make_engine, translated
+from pipeline.adapters.ledger_callbacks import LedgerCallbacks
 from pipeline.adapters.ledger_publish import LedgerPublishing
 from pipeline.adapters.ledger_queries import LedgerQueries
 from pipeline.adapters.ledger_rows import (
@@ -69,7 +70,7 @@ Q, R = JobStatus.QUEUED.value, JobStatus.RUNNING.value
 log = logs.get(__name__)
 
 
-class SqlLedger(LedgerQueries, LedgerPublishing):
+class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks):
     """The job ledger. Thread-safe; build one per process (it owns a connection pool)."""
 
     def __init__(
@@ -136,7 +137,7 @@ class SqlLedger(LedgerQueries, LedgerPublishing):
         return batch_id
 
     def _row(self, spec: JobSpec, tenant: str, batch_id: uuid.UUID | None, now: datetime,
-             max_attempts: int | None) -> dict[str, Any]:
+             max_attempts: int | None, callback_url: str | None = None) -> dict[str, Any]:
         return {
             "id": new_id(), "tenant_id": tenant, "batch_id": batch_id,
             "source_bucket": spec.bucket, "source_key": spec.key, "source_version": spec.version,
@@ -144,6 +145,7 @@ class SqlLedger(LedgerQueries, LedgerPublishing):
             "idempotency_key": spec.dedupe_key(), "priority": spec.priority, "status": Q,
             "attempts": 0, "max_attempts": max_attempts or self.max_attempts, "not_before": now,
             "created_at": now, "updated_at": now, "published_at": now,
+            **callback(callback_url, now),
         }
 
     def submit(
@@ -153,13 +155,14 @@ class SqlLedger(LedgerQueries, LedgerPublishing):
         tenant: str = DEFAULT_TENANT,
         batch_id: uuid.UUID | None = None,
         max_attempts: int | None = None,
+        callback_url: str | None = None,
     ) -> SubmitResult:
         """Create the job, or return the existing one with the same idempotency key.
 
         An explicit key reused for a different source, options or model is refused with
         ``IdempotencyConflict`` rather than answered with a job the caller did not ask for.
         """
-        row = self._row(spec, tenant, batch_id, self.clock.now(), max_attempts)
+        row = self._row(spec, tenant, batch_id, self.clock.now(), max_attempts, callback_url)
         stmt = (
             self._insert(jobs)
             .values(**row)
@@ -187,6 +190,7 @@ class SqlLedger(LedgerQueries, LedgerPublishing):
         tenant: str = DEFAULT_TENANT,
         batch_id: uuid.UUID | None = None,
         max_attempts: int | None = None,
+        callback_url: str | None = None,
     ) -> BulkResult:
         """Insert many jobs in one transaction; duplicates (in the input or already stored) fold.
 
@@ -198,6 +202,7 @@ class SqlLedger(LedgerQueries, LedgerPublishing):
             "tenant_id": tenant, "batch_id": batch_id, "status": Q, "attempts": 0,
             "max_attempts": max_attempts or self.max_attempts, "not_before": now,
             "created_at": now, "updated_at": now, "published_at": now,
+            **callback(callback_url, now),
         }
         with translated(), self.engine.begin() as conn:
             received, inserted = bulk_insert.insert_jobs(conn, specs, constants)
@@ -356,6 +361,13 @@ class SqlLedger(LedgerQueries, LedgerPublishing):
         if updates:
             log.warning("leases_reaped", requeued=len(updates) - dead, dead=dead)
         return ReapResult(requeued=len(updates) - dead, dead=dead)
+
+def callback(url: str | None, now: datetime) -> dict[str, Any]:
+    """The callback columns of a new job: pending delivery once it finishes, or none."""
+    if url is None:
+        return {}
+    return {"callback_url": url, "callback_state": "pending", "callback_next_at": now}
+
 
 def _log_failure(job: Job) -> None:
     fields = {"job_id": str(job.id), "attempt": job.attempts, "reason": job.last_error_code,

@@ -78,7 +78,7 @@ class MemoryLedger:
         return batch_id or new_id()
 
     def _insert(self, spec: JobSpec, tenant: str, batch_id: uuid.UUID | None,
-                max_attempts: int | None) -> tuple[Job, bool]:
+                max_attempts: int | None, callback_url: str | None = None) -> tuple[Job, bool]:
         key = (tenant, spec.dedupe_key())
         if key in self._keys:
             return self._jobs[self._keys[key]], False
@@ -90,27 +90,30 @@ class MemoryLedger:
             max_attempts=max_attempts or self.max_attempts, not_before=now, lease_token=None,
             lease_expires_at=None, leased_by=None, last_error_code=None,
             last_error_message=None, result=None, created_at=now, updated_at=now,
-            finished_at=None, published_at=now,
+            finished_at=None, published_at=now, callback_url=callback_url,
+            callback_state="pending" if callback_url else None,
         )
         self._jobs[job.id], self._keys[key], self._events[job.id] = job, job.id, []
         return job, True
 
     def submit(self, spec: JobSpec, *, tenant: str = DEFAULT_TENANT,
-               batch_id: uuid.UUID | None = None, max_attempts: int | None = None) -> SubmitResult:
+               batch_id: uuid.UUID | None = None, max_attempts: int | None = None,
+               callback_url: str | None = None) -> SubmitResult:
         with self._lock:
-            job, created = self._insert(spec, tenant, batch_id, max_attempts)
+            job, created = self._insert(spec, tenant, batch_id, max_attempts, callback_url)
         if not created and identity(job) != spec.identity():
             raise IdempotencyConflict(job.id, "idempotency key already used for another request")
         return SubmitResult(job, created)
 
     def submit_many(self, specs: Iterable[JobSpec], *, tenant: str = DEFAULT_TENANT,
                     batch_id: uuid.UUID | None = None,
-                    max_attempts: int | None = None) -> BulkResult:
+                    max_attempts: int | None = None,
+                    callback_url: str | None = None) -> BulkResult:
         received = inserted = 0
         with self._lock:
             for spec in specs:
                 received += 1
-                inserted += self._insert(spec, tenant, batch_id, max_attempts)[1]
+                inserted += self._insert(spec, tenant, batch_id, max_attempts, callback_url)[1]
         return BulkResult(batch_id, received, inserted)
 
     # -- work -------------------------------------------------------------------------------

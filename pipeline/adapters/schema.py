@@ -78,6 +78,8 @@ tenants = Table(
     Column("created_at", UTCDateTime, nullable=False, server_default=NOW),
     # The S3 sources the tenant may submit: a list of "bucket/prefix"; NULL allows any.
     Column("allowed_sources", JSONDoc, nullable=True),
+    # Signs completion callbacks (HMAC-SHA256); generated with the tenant.
+    Column("callback_secret", String(64), nullable=True),
 )
 
 # API keys: only a SHA-256 of the key is kept; the key itself is shown once, at creation.
@@ -132,6 +134,13 @@ jobs = Table(
     # When a wake-up message for the job's current wait was sent (or, for a delayed one, is due).
     # The reconciler re-publishes what this says is missing; see pipeline/reconcile.py.
     Column("published_at", UTCDateTime, nullable=True),
+    # Completion callback: where to POST the finished job, and how delivery is going
+    # (NULL: no callback; pending; delivered; failed). See pipeline/callbacks.py.
+    Column("callback_url", Text, nullable=True),
+    Column("callback_state", String(16), nullable=True),
+    Column("callback_attempts", Integer, nullable=False, server_default="0"),
+    Column("callback_next_at", UTCDateTime, nullable=True),
+    Column("callback_error", Text, nullable=True),
     CheckConstraint(f"status IN ({STATUSES})", name="status"),
     CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
     # Idempotent intake: one job per key per tenant.
@@ -152,6 +161,13 @@ jobs = Table(
         "not_before",
         postgresql_where=text(UNPUBLISHED),
         sqlite_where=text(UNPUBLISHED),
+    ),
+    # Callback delivery: the pending ones by when they are due.
+    Index(
+        "ix_jobs_callbacks_due",
+        "callback_next_at",
+        postgresql_where=text("callback_state = 'pending'"),
+        sqlite_where=text("callback_state = 'pending'"),
     ),
     # Reaping: running jobs by lease expiry.
     Index(

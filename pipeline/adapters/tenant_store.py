@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +31,9 @@ class TenantStore:
             raise ValueError(f"tenant ids are 1-64 of a-z 0-9 _ - (got {tenant_id!r})")
         rules = None if allowed_sources is None else [normalise_rule(r) for r in allowed_sources]
         label = name or tenant_id
-        stmt = self._insert(tenants).values(id=tenant_id, name=label, allowed_sources=rules)
+        stmt = self._insert(tenants).values(id=tenant_id, name=label, allowed_sources=rules,
+                                            callback_secret=secrets.token_hex(32))
+        # An existing tenant keeps its callback secret: receivers already verify with it.
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"], set_={"name": label, "allowed_sources": rules})
         with translated(), self.engine.begin() as conn:
@@ -41,6 +44,13 @@ class TenantStore:
         with translated(), self.engine.connect() as conn:
             row = conn.execute(select(tenants).where(tenants.c.id == tenant_id)).first()
         return _tenant(row) if row else None
+
+    def callback_secret(self, tenant_id: str) -> str | None:
+        """The key that signs the tenant's completion callbacks."""
+        query = select(tenants.c.callback_secret).where(tenants.c.id == tenant_id)
+        with translated(), self.engine.connect() as conn:
+            secret: str | None = conn.execute(query).scalar()
+        return secret
 
     def create_key(self, tenant_id: str, label: str | None = None) -> tuple[uuid.UUID, str]:
         """A new key for the tenant: (its id, the key). The key is not stored, only its hash."""

@@ -17,7 +17,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends
 
 from pipeline import logs
 from pipeline.api.deps import ApiDeps, deps, tenant
-from pipeline.api.jobs import check_source, publish
+from pipeline.api.jobs import callback_url, check_source, publish
 from pipeline.api.problems import Problem
 from pipeline.api.schemas import BatchRequest, BatchView
 from pipeline.errors import ClipError, UsageError
@@ -37,6 +37,7 @@ def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = 
     """Create a batch from exactly one of `items`, `manifest` or `prefix`."""
     if sum(x is not None for x in (body.items, body.manifest, body.prefix)) != 1:
         raise Problem(422, "one_source_required", "Give exactly one of items, manifest, prefix")
+    hook = callback_url(d, body.callback_url)
     defaults = {"options": OutputOptions.parse(body.options).normalised(),
                 "priority": body.priority, "model": d.settings.model}
     if body.items is not None:
@@ -48,12 +49,12 @@ def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = 
         for spec in specs:
             check_source(who, spec.bucket, spec.key)
         batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": "expanding"})
-        expand(d, who, batch_id, iter(specs))
+        expand(d, who, batch_id, iter(specs), hook)
     else:
         if d.store is None:
             raise Problem(503, "storage_unavailable", "No object store is configured")
         batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": "expanding"})
-        background.add_task(expand, d, who, batch_id, source_specs(d, body, defaults))
+        background.add_task(expand, d, who, batch_id, source_specs(d, body, defaults), hook)
     return batch_view(d, who, batch_id)
 
 
@@ -71,7 +72,8 @@ def source_specs(d: ApiDeps, body: BatchRequest, defaults: dict[str, Any]) -> It
     yield from prefix_specs(bucket, d.store.list_keys(bucket, prefix), defaults)
 
 
-def expand(d: ApiDeps, who: Tenant, batch_id: uuid.UUID, specs: Iterator[JobSpec]) -> None:
+def expand(d: ApiDeps, who: Tenant, batch_id: uuid.UUID, specs: Iterator[JobSpec],
+           hook: str | None = None) -> None:
     """Insert the batch's jobs in one transaction, publish them, record the outcome."""
     def allowed() -> Iterator[JobSpec]:
         for spec in specs:
@@ -79,7 +81,8 @@ def expand(d: ApiDeps, who: Tenant, batch_id: uuid.UUID, specs: Iterator[JobSpec
             yield spec
 
     try:
-        result = d.ledger.submit_many(allowed(), tenant=who.id, batch_id=batch_id)
+        result = d.ledger.submit_many(allowed(), tenant=who.id, batch_id=batch_id,
+                                      callback_url=hook)
     except (ClipError, UsageError, Problem) as exc:
         reason = getattr(exc, "code", None) or getattr(exc, "reason", "refused")
         log.warning("batch_refused", batch_id=str(batch_id), reason=reason, message=str(exc))

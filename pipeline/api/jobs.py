@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
@@ -23,6 +24,16 @@ def check_source(who: Tenant, bucket: str, key: str) -> None:
     if not source_allowed(who.allowed_sources, bucket, key):
         raise Problem(403, "source_not_allowed", "This source is outside the tenant's allowlist",
                       f"s3://{bucket}/{key} is not under any of the tenant's allowed sources")
+
+
+def callback_url(d: ApiDeps, url: Any) -> str | None:
+    """The callback URL as text; plain http only where the settings allow it (development)."""
+    if url is None:
+        return None
+    if url.scheme != "https" and not d.settings.callbacks_allow_http:
+        raise Problem(422, "callback_url_insecure", "Callback URLs must use https",
+                      "set CLIPLINE_CALLBACKS_ALLOW_HTTP=true for local development")
+    return str(url)
 
 
 def publish(d: ApiDeps, jobs: list[Job]) -> None:
@@ -58,7 +69,7 @@ def submit_job(
     spec = JobSpec(bucket=body.source.bucket, key=body.source.key, version=body.source.version,
                    options=options, model=d.settings.model, priority=body.priority,
                    idempotency_key=idempotency_key)
-    result = d.ledger.submit(spec, tenant=who.id)
+    result = d.ledger.submit(spec, tenant=who.id, callback_url=callback_url(d, body.callback_url))
     if result.created:
         publish(d, [result.job])
     else:

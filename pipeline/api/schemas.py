@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from pipeline.jobs import Job, JobStatus
 
@@ -33,6 +33,9 @@ class JobRequest(BaseModel):
     priority: int = Field(default=5, ge=-100, le=100,
                           description="Higher first; at or above the interactive threshold "
                           "the job goes to the interactive queue.")
+    callback_url: HttpUrl | None = Field(
+        default=None, description="POSTed the finished job, signed with the tenant's secret "
+        "(header Clipline-Signature).")
 
 
 class Output(BaseModel):
@@ -101,6 +104,7 @@ class BatchRequest(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="Default output options for every line.")
     priority: int = Field(default=0, ge=-100, le=100)
+    callback_url: HttpUrl | None = Field(default=None, description="A callback for each job.")
 
 
 class BatchView(BaseModel):

@@ -72,3 +72,12 @@ def show(tenant_id: str = typer.Argument(...)) -> None:
     typer.echo(json.dumps({"id": found.id, "name": found.name,
                            "allowed_sources": found.allowed_sources,
                            "keys": store.keys(tenant_id)}, indent=2, default=str))
+
+
+@app.command("secret")
+def secret(tenant_id: str = typer.Argument(...)) -> None:
+    """Print the key that signs the tenant's completion callbacks (give it to the receiver)."""
+    found = _store().callback_secret(tenant_id)
+    if found is None:
+        raise UsageError(f"no tenant {tenant_id!r}")
+    typer.echo(found)

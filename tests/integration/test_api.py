@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import io
-import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
 from pipeline.adapters.tenant_store import TenantStore
 from pipeline.errors import NotAnImage
 from pipeline.jobs import JobStatus
-from tests.distkit import Cluster, cluster, wait_for
+from tests.distkit import Cluster, cluster, serve, wait_for
 from workers.cli import api_app
 
 pytestmark = [pytest.mark.postgres]
@@ -47,24 +43,6 @@ class Api:
     def close(self) -> None:
         for client in self.clients:
             client.close()
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port until the block ends."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 10, "uvicorn to start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        app.state.deps.ledger.close()
 
 
 @pytest.fixture
