@@ -29,7 +29,15 @@ JSON_FIELDS = {"bucket", "key", "version", "options", "priority", "idempotency_k
 
 def parse_s3_url(text: str) -> tuple[str, str, str | None]:
     """``s3://bucket/key[?versionId=v]`` → (bucket, key, version)."""
-    parts = urlsplit(text.strip())
+    text = text.strip()
+    if text.startswith("s3://") and "?" not in text:
+        # The common manifest line, split by hand: urlsplit costs more than the rest of the
+        # line's intake together, and would take a '#' in a key for a fragment.
+        bucket, _, key = text[5:].partition("/")
+        if not bucket or not key or key.endswith("/"):
+            raise ValueError(f"not an S3 object URL (s3://bucket/key): {text!r}")
+        return bucket, key, None
+    parts = urlsplit(text)
     key = parts.path.lstrip("/")
     if parts.scheme != "s3" or not parts.netloc or not key or key.endswith("/"):
         raise ValueError(f"not an S3 object URL (s3://bucket/key): {text.strip()!r}")
@@ -57,7 +65,8 @@ def prefix_specs(
 
 def manifest_specs(lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterator[JobSpec]:
     """A spec per manifest line; ``defaults`` (options, priority, model) apply where a JSON line
-    does not say otherwise. Options are checked here, so a bad one stops the manifest."""
+    does not say otherwise. A JSON line's options are checked here, so a bad one stops the
+    manifest; the defaults are the caller's to check, once."""
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -65,7 +74,8 @@ def manifest_specs(lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterato
         try:
             json_line = line.startswith(("{", "["))
             spec = _json_spec(line, defaults) if json_line else url_spec(line, defaults)
-            OutputOptions.parse(spec.options)
+            if json_line:  # a URL line takes the defaults, which the caller has checked
+                OutputOptions.parse(spec.options)
         except (ValueError, TypeError, InvalidOptions) as exc:
             raise InvalidManifest(f"line {number}: {exc}") from exc
         yield spec

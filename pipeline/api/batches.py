@@ -89,14 +89,16 @@ def expand(d: ApiDeps, who: Tenant, batch_id: uuid.UUID, specs: Iterator[JobSpec
         d.ledger.set_batch_meta(batch_id, {"state": "failed", "reason": reason,
                                            "message": str(exc)})
         return
+    # Every job is recorded and queued now; what remains is waking the workers.
+    counts = {"received": result.received, "inserted": result.inserted,
+              "duplicates": result.duplicates}
+    d.ledger.set_batch_meta(batch_id, {"state": "publishing", **counts})
     after = None
     while page := d.ledger.list_jobs(batch_id=batch_id, status=JobStatus.QUEUED, after=after,
                                      limit=PAGE):
         publish(d, page)
         after = page[-1].id
-    d.ledger.set_batch_meta(batch_id, {"state": "ready", "received": result.received,
-                                       "inserted": result.inserted,
-                                       "duplicates": result.duplicates})
+    d.ledger.set_batch_meta(batch_id, {"state": "ready", **counts})
 
 
 @router.get("/batches/{batch_id}", response_model=BatchView)

@@ -110,7 +110,9 @@ class BatchRequest(BaseModel):
 class BatchView(BaseModel):
     id: uuid.UUID
     label: str | None
-    state: Literal["expanding", "ready", "failed"]
+    state: Literal["expanding", "publishing", "ready", "failed"] = Field(
+        description="expanding: reading the manifest; publishing: every job is queued, the "
+        "workers are being woken; ready; failed: the manifest was refused.")
     expansion: dict[str, Any] | None = Field(description="Lines received and inserted, or why "
                                              "the manifest was refused.")
     counts: dict[str, int]

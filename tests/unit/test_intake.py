@@ -14,6 +14,7 @@ DEFAULTS = {"options": {"format": "png"}, "priority": 0, "model": "u2netp"}
 def test_s3_urls_with_and_without_a_version() -> None:
     assert parse_s3_url("s3://photos/a/b.jpg") == ("photos", "a/b.jpg", None)
     assert parse_s3_url(" s3://photos/x.png?versionId=v3 ") == ("photos", "x.png", "v3")
+    assert parse_s3_url("s3://photos/sku#12 red.jpg") == ("photos", "sku#12 red.jpg", None)
 
 
 @pytest.mark.parametrize("bad", ["photos/a.jpg", "s3://photos", "s3://photos/", "s3:///a.jpg",
