@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # Triton for tests and `make triton`: pytriton needs numpy<2, so it has an environment of its own.
 TRITON_STAMP := .venv-triton/.installed
 
-.PHONY: help venv services demo test lint triton triton-venv bench-ledger bench-rembg bench-fidelity bench-orchestration bench-pipeline clean
+.PHONY: help venv services demo test lint triton triton-venv bench-ledger bench-rembg bench-fidelity bench-orchestration bench-pipeline bench-intake clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -53,6 +53,9 @@ bench-orchestration: venv services  ## jobs/s per worker process: ledger + Celer
 
 bench-pipeline: venv $(TRITON_STAMP) services  ## images/s: S3 + Celery + Triton vs the same model in process
 	$(BIN)/python -m bench.pipeline --count 60
+
+bench-intake: venv services  ## a 1,000,000-line manifest through POST /v1/batches until queued
+	$(BIN)/python -m bench.intake --lines 1000000 --until queued
 
 bench-rembg: venv  ## clipline run vs rembg p, same model and images (builds bench/.venv-rembg once)
 	./scripts/rembg-venv.sh

@@ -35,7 +35,7 @@ class Problem(Exception):
 
 def problem_response(status: int, code: str, title: str, detail: str | None = None,
                      **extra: Any) -> JSONResponse:
-    body = {"type": f"https://clipline.dev/problems/{code}", "title": title, "status": status,
+    body = {"type": f"urn:clipline:problem:{code}", "title": title, "status": status,
             "code": code, **({"detail": detail} if detail else {}), **extra}
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
 
