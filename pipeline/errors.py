@@ -8,6 +8,7 @@ Every failure that reaches the ledger is one of two kinds, and nothing else deci
     │   ├── InferenceUnavailable   inference_unavailable Triton down, model not ready
     │   ├── LedgerUnavailable      ledger_unavailable    database connection lost
     │   ├── BrokerUnavailable      broker_unavailable    Redis down: a message was not sent
+    │   ├── EventSourceUnavailable event_source_unavailable  SQS queue of S3 events down
     │   ├── OperationTimeout       timeout               any I/O past its deadline
     │   └── UnexpectedError        unexpected_error      a bug or an unforeseen exception
     └── PermanentError             dead letter at once
@@ -88,6 +89,11 @@ class LedgerUnavailable(TransientError):
 class BrokerUnavailable(TransientError):
     reason = "broker_unavailable"
     default_message = "the message broker is not reachable"
+
+
+class EventSourceUnavailable(TransientError):
+    reason = "event_source_unavailable"
+    default_message = "the queue of S3 event notifications is not reachable"
 
 
 class OperationTimeout(TransientError):
@@ -227,3 +233,9 @@ class InvalidManifest(UsageError):
     """A manifest line that is not a job; the whole manifest is refused."""
 
     reason = "invalid_manifest"
+
+
+class InvalidEvent(UsageError):
+    """A storage event notification that is not one Clipline understands (nothing submitted)."""
+
+    reason = "invalid_event"

@@ -125,6 +125,19 @@ class Settings(BaseSettings):
         "broker has drained, is published again (Redis lost it).",
     )
 
+    # -- S3 event intake (clipline events) -------------------------------------------------
+    sqs_queue_url: str | None = Field(
+        default=None, description="SQS queue that receives the buckets' ObjectCreated "
+        "notifications, read by `clipline events`.")
+    sqs_endpoint_url: str | None = Field(
+        default=None, description="SQS endpoint (AWS when unset; moto or ElasticMQ by URL).")
+    events_rules_file: Path | None = Field(
+        default=None, description="TOML file of rules: bucket and key prefix → tenant, "
+        "priority and output options.")
+    events_max_receives: PositiveInt = Field(
+        default=5, description="An event that cannot be parsed is dropped (logged) after this "
+        "many receives when the queue has no redrive policy; with one, SQS moves it to the DLQ.")
+
     # -- HTTP API ---------------------------------------------------------------------------
     api_host: str = Field(default="127.0.0.1", description="Address `clipline api` listens on.")
     api_port: PositiveInt = Field(default=8080, description="Port `clipline api` listens on.")

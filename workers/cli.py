@@ -298,3 +298,6 @@ def _publish(ledger: Any, batch_id: uuid.UUID, progress: bool) -> int:
 
 def main() -> None:
     cli_main()
+
+
+from workers import cli_events  # noqa: E402,F401  (registers `clipline events`)
