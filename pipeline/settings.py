@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.imaging.decode import DEFAULT_FORMATS, DecodeLimits
@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     events_rules_file: Path | None = Field(
         default=None, description="TOML file of rules: bucket and key prefix → tenant, "
         "priority and output options.")
+    events_webhook_secret: SecretStr | None = Field(
+        default=None, description="Shared secret of `POST /v1/events/webhook` (Bearer); the "
+        "webhook is off while it or the rules file is unset.")
     events_max_receives: PositiveInt = Field(
         default=5, description="An event that cannot be parsed is dropped (logged) after this "
         "many receives when the queue has no redrive policy; with one, SQS moves it to the DLQ.")

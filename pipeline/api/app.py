@@ -19,7 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from pipeline.api import batches, jobs, problems
+from pipeline.api import batches, events, jobs, problems
 from pipeline.api.deps import ApiDeps
 from pipeline.api.problems import problem_response
 from pipeline.api.schemas import problem_responses
@@ -41,6 +41,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     problems.install(app)
     app.include_router(jobs.router)
     app.include_router(batches.router)
+    app.include_router(events.router)
     metrics = _Metrics()
     limit = deps.settings.api_max_body_bytes
 
