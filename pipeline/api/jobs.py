@@ -10,7 +10,14 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from pipeline import logs
 from pipeline.api.deps import ApiDeps, deps, tenant
 from pipeline.api.problems import Problem
-from pipeline.api.schemas import JobPage, JobRequest, JobView, RedriveRequest, RedriveResult
+from pipeline.api.schemas import (
+    JobPage,
+    JobRequest,
+    JobView,
+    RedriveRequest,
+    RedriveResult,
+    priority_for_deadline,
+)
 from pipeline.errors import ClipError
 from pipeline.jobs import Dispatch, Job, JobSpec, JobStatus
 from pipeline.options import OutputOptions
@@ -34,6 +41,18 @@ def callback_url(d: ApiDeps, url: Any) -> str | None:
         raise Problem(422, "callback_url_insecure", "Callback URLs must use https",
                       "set CLIPLINE_CALLBACKS_ALLOW_HTTP=true for local development")
     return str(url)
+
+
+def priority(d: ApiDeps, body: JobRequest) -> int:
+    if body.deadline is None:
+        return 5 if body.priority is None else body.priority
+    if body.priority is not None:
+        raise Problem(422, "priority_or_deadline", "Give a priority or a deadline, not both")
+    now = d.ledger.clock.now()
+    if body.deadline <= now:
+        raise Problem(422, "deadline_passed", "The deadline has passed",
+                      f"{body.deadline.isoformat()} is before {now.isoformat()}")
+    return priority_for_deadline(body.deadline, now)
 
 
 def publish(d: ApiDeps, jobs: list[Job]) -> None:
@@ -67,7 +86,7 @@ def submit_job(
     check_source(who, body.source.bucket, body.source.key)
     options = OutputOptions.parse(body.options).normalised()
     spec = JobSpec(bucket=body.source.bucket, key=body.source.key, version=body.source.version,
-                   options=options, model=d.settings.model, priority=body.priority,
+                   options=options, model=d.settings.model, priority=priority(d, body),
                    idempotency_key=idempotency_key)
     result = d.ledger.submit(spec, tenant=who.id, callback_url=callback_url(d, body.callback_url))
     if result.created:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl
 
 from pipeline.jobs import Job, JobStatus
 
@@ -30,9 +30,12 @@ class JobRequest(BaseModel):
         default_factory=dict,
         description="Output options, the engine's names: format, channels, bg_color, crop, "
         "crop_margin, max_side, subject, strict_empty.")
-    priority: int = Field(default=5, ge=-100, le=100,
-                          description="Higher first; at or above the interactive threshold "
-                          "the job goes to the interactive queue.")
+    priority: int | None = Field(default=None, ge=-100, le=100,
+                                 description="Higher first; at or above the interactive "
+                                 "threshold the job goes to the interactive queue. Default 5.")
+    deadline: AwareDatetime | None = Field(
+        default=None, description="Instead of a priority: when the cut-out is needed. Sooner "
+        "means a higher priority (see `priority_for_deadline`).")
     callback_url: HttpUrl | None = Field(
         default=None, description="POSTed the finished job, signed with the tenant's secret "
         "(header Clipline-Signature).")
@@ -149,3 +152,14 @@ class ProblemView(BaseModel):
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ProblemView, "description": "A problem (RFC 9457).",
                 "content": {"application/problem+json": {}}} for s in statuses}
+
+
+# (minutes left at most, priority): a job due soon overtakes the bulk queue.
+DEADLINE_STEPS = ((15, 10), (60, 7), (6 * 60, 5), (24 * 60, 2))
+
+
+def priority_for_deadline(deadline: datetime, now: datetime) -> int:
+    """The priority a deadline stands for: 10 within 15 minutes, 7 within the hour, 5 within
+    six hours, 2 within the day, 0 later."""
+    minutes = (deadline - now).total_seconds() / 60
+    return next((p for limit, p in DEADLINE_STEPS if minutes <= limit), 0)

@@ -249,3 +249,20 @@ def test_readiness_fails_when_the_broker_is_down(tmp_path: Path, s3_endpoint: st
         ready = httpx.get(f"{url}/readyz", timeout=30)
     assert ready.status_code == 503 and ready.json()["code"] == "not_ready"
     assert ready.json()["database"] == "ok" and ready.json()["broker"] != "ok"
+
+
+def test_a_deadline_stands_for_a_priority(api: Api) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    client = api.client()
+    soon = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    later = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    urgent = client.post("/v1/jobs", json={**job_body("a.png"), "deadline": soon})
+    relaxed = client.post("/v1/jobs", json={**job_body("b.png"), "deadline": later})
+    assert (urgent.json()["priority"], relaxed.json()["priority"]) == (10, 0)
+    assert api.c.redis.llen("interactive") == 1 and api.c.redis.llen("bulk") == 1
+    both = client.post("/v1/jobs", json={**job_body("c.png"), "deadline": soon, "priority": 1})
+    assert both.status_code == 422 and both.json()["code"] == "priority_or_deadline"
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    gone = client.post("/v1/jobs", json={**job_body("d.png"), "deadline": past})
+    assert gone.status_code == 422 and gone.json()["code"] == "deadline_passed"

@@ -59,3 +59,4 @@ def test_a_prefix_keeps_images_only() -> None:
     keys = ["shoes/", "shoes/a.JPG", "shoes/notes.txt", "shoes/b.webp", "shoes/.DS_Store"]
     assert [s.key for s in prefix_specs("photos", keys, DEFAULTS)] == ["shoes/a.JPG",
                                                                        "shoes/b.webp"]
+
