@@ -1,6 +1,7 @@
 """Job specs from what a user points at: S3 URLs, the keys under a prefix, a manifest file.
 
-A manifest has one job per line, either an S3 URL or a JSON object::
+A manifest (``*.csv`` aside, see ``csv_specs``) has one job per line, either an S3 URL or a
+JSON object::
 
     s3://photos/shoes/red.jpg
     s3://photos/shoes/blue.jpg?versionId=3HL4kqtJlcpXroDTDmJ
@@ -13,8 +14,10 @@ bad line anywhere leaves nothing half-submitted.
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import fields
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,6 +28,7 @@ from pipeline.jobs import JobSpec
 from pipeline.options import OutputOptions
 
 JSON_FIELDS = {"bucket", "key", "version", "options", "priority", "idempotency_key", "model"}
+OPTION_NAMES = {f.name for f in fields(OutputOptions)}
 
 
 def parse_s3_url(text: str) -> tuple[str, str, str | None]:
@@ -81,10 +85,48 @@ def manifest_specs(lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterato
         yield spec
 
 
+def csv_specs(lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterator[JobSpec]:
+    """A spec per row of a CSV manifest. The header names the columns: ``bucket`` and ``key``,
+    optionally ``version``, ``priority``, ``idempotency_key``, ``model``, and any output
+    option (``format``, ``crop``, ...). An empty cell takes the default."""
+    reader = csv.DictReader(lines)
+    columns = set(reader.fieldnames or ())
+    unknown = columns - (JSON_FIELDS - {"options"}) - OPTION_NAMES
+    if not {"bucket", "key"} <= columns or unknown:
+        raise InvalidManifest(
+            "line 1: a CSV manifest's header needs bucket and key"
+            + (f"; unknown column(s) {sorted(unknown)}" if unknown else ""))
+    for row in reader:
+        number = reader.line_num
+        try:
+            cells = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
+            if None in row:
+                raise ValueError("more cells than the header has columns")
+            item: dict[str, Any] = {k: v for k, v in cells.items() if k not in OPTION_NAMES}
+            item["options"] = {k: v for k, v in cells.items() if k in OPTION_NAMES}
+            if "priority" in item:
+                item["priority"] = int(item["priority"])
+            spec = _item_spec(item, defaults)
+            OutputOptions.parse(spec.options)
+        except (ValueError, TypeError, InvalidOptions) as exc:
+            raise InvalidManifest(f"line {number}: {exc}") from exc
+        yield spec
+
+
+def specs_of(name: str, lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterator[JobSpec]:
+    """The specs of a manifest named ``name``: CSV for ``*.csv``, else URL and JSON lines."""
+    parse = csv_specs if name.lower().endswith(".csv") else manifest_specs
+    return parse(lines, defaults)
+
+
 def _json_spec(line: str, defaults: Mapping[str, Any]) -> JobSpec:
     item = json.loads(line)
     if not isinstance(item, dict):
         raise ValueError("a JSON line must be an object")
+    return _item_spec(item, defaults)
+
+
+def _item_spec(item: Mapping[str, Any], defaults: Mapping[str, Any]) -> JobSpec:
     unknown = set(item) - JSON_FIELDS
     if unknown:
         raise ValueError(f"unknown field(s) {sorted(unknown)}; known: {sorted(JSON_FIELDS)}")

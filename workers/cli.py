@@ -22,7 +22,7 @@ from pipeline.cli import app
 from pipeline.cli import main as cli_main
 from pipeline.cli.run import ProgressBar, console, output_options
 from pipeline.errors import ClipError, InvalidSettings, UsageError
-from pipeline.intake import manifest_specs, parse_s3_url, prefix_specs, url_spec
+from pipeline.intake import parse_s3_url, prefix_specs, specs_of, url_spec
 from pipeline.jobs import DEFAULT_TENANT, Dispatch, JobSpec, JobStatus
 from pipeline.reconcile import reconcile_forever, reconcile_once
 from pipeline.settings import Settings
@@ -226,7 +226,7 @@ def submit(
     total = None
     if manifest is not None:  # a first pass refuses a bad manifest before anything is written
         with manifest.open(encoding="utf-8") as lines:
-            total = sum(1 for _ in manifest_specs(lines, defaults))
+            total = sum(1 for _ in specs_of(manifest.name, lines, defaults))
     ledger = _ledger(settings)
     try:
         ledger.ensure_tenant(tenant)
@@ -247,7 +247,7 @@ def _specs(settings: Settings, urls: list[str] | None, prefix: str | None,
            manifest: Path | None, defaults: dict[str, Any]) -> Iterator[JobSpec]:
     if manifest is not None:
         with manifest.open(encoding="utf-8") as lines:
-            yield from manifest_specs(lines, defaults)
+            yield from specs_of(manifest.name, lines, defaults)
     elif prefix is not None:
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
         if not prefix.startswith("s3://") or not bucket:

@@ -21,7 +21,7 @@ from pipeline.api.jobs import callback_url, check_source, publish
 from pipeline.api.problems import Problem
 from pipeline.api.schemas import BatchRequest, BatchView
 from pipeline.errors import ClipError, UsageError
-from pipeline.intake import manifest_specs, prefix_specs
+from pipeline.intake import prefix_specs, specs_of
 from pipeline.jobs import JobSpec, JobStatus
 from pipeline.options import OutputOptions
 from pipeline.tenants import Tenant
@@ -65,7 +65,7 @@ def source_specs(d: ApiDeps, body: BatchRequest, defaults: dict[str, Any]) -> It
         data = d.store.get(body.manifest.bucket, body.manifest.key, version=body.manifest.version)
         if len(data) > d.settings.api_max_manifest_bytes:
             raise UsageError(f"the manifest is over {d.settings.api_max_manifest_bytes} bytes")
-        yield from manifest_specs(data.decode("utf-8").splitlines(), defaults)
+        yield from specs_of(body.manifest.key, data.decode("utf-8").splitlines(), defaults)
         return
     assert body.prefix is not None
     bucket, _, prefix = body.prefix.removeprefix("s3://").partition("/")

@@ -198,6 +198,13 @@ def test_batches_inline_by_prefix_and_a_refused_manifest(api: Api) -> None:
              "the prefix batch to expand")
     view = client.get(f"/v1/batches/{listed['id']}").json()
     assert view["counts"]["queued"] == 2 and view["expansion"]["received"] == 2
+    api.c.s3.put("photos", "m.csv", b"bucket,key,format\nphotos,cat/a.jpg,webp\n"
+                 b"photos,cat/c.jpg,\n", content_type="text/csv")
+    from_csv = client.post("/v1/batches", json={"manifest": {"bucket": "photos",
+                                                             "key": "m.csv"}}).json()
+    wait_for(lambda: client.get(f"/v1/batches/{from_csv['id']}").json()["state"] == "ready",
+             20, "the CSV manifest to expand")
+    assert client.get(f"/v1/batches/{from_csv['id']}").json()["counts"]["queued"] == 2
     api.c.s3.put("photos", "m.txt", b"s3://photos/cat/a.jpg\nnot a line\n",
                  content_type="text/plain")
     bad = client.post("/v1/batches", json={"manifest": {"bucket": "photos", "key": "m.txt"}})

@@ -60,3 +60,31 @@ def test_a_prefix_keeps_images_only() -> None:
     assert [s.key for s in prefix_specs("photos", keys, DEFAULTS)] == ["shoes/a.JPG",
                                                                        "shoes/b.webp"]
 
+
+
+def test_a_csv_manifest_names_its_columns_in_a_header() -> None:
+    from pipeline.intake import specs_of
+
+    lines = ["bucket,key,version,priority,format,crop",
+             "photos,a.jpg,,,,",
+             'photos,"b, c.jpg",v2,9,webp,true']
+    specs = list(specs_of("tonight.CSV", lines, DEFAULTS))
+    assert specs[0] == JobSpec(bucket="photos", key="a.jpg", options={"format": "png"},
+                               model="u2netp")
+    assert (specs[1].key, specs[1].version, specs[1].priority) == ("b, c.jpg", "v2", 9)
+    assert specs[1].options == {"format": "webp", "crop": "true"}
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    (["bucket,name", "photos,a.jpg"], "line 1: a CSV manifest's header needs bucket and key"),
+    (["bucket,key,colour", "photos,a.jpg,red"], "unknown column(s) ['colour']"),
+    (["bucket,key,priority", "photos,a.jpg,1", "photos,b.jpg,high"], "line 3"),
+    (["bucket,key", "photos,a.jpg,extra"], "line 2: more cells"),
+    (["bucket,key,format", "photos,a.jpg,gif"], "line 2: format"),
+])
+def test_a_bad_csv_manifest_is_refused_with_its_line(lines: list[str], message: str) -> None:
+    from pipeline.intake import csv_specs
+
+    with pytest.raises(InvalidManifest) as refused:
+        list(csv_specs(lines, DEFAULTS))
+    assert message in str(refused.value)
