@@ -225,7 +225,7 @@ def submit(
     }
     total = None
     if manifest is not None:  # a first pass refuses a bad manifest before anything is written
-        with manifest.open(encoding="utf-8") as lines:
+        with manifest.open(encoding="utf-8", newline="") as lines:
             total = sum(1 for _ in specs_of(manifest.name, lines, defaults))
     ledger = _ledger(settings)
     try:
@@ -246,7 +246,7 @@ def submit(
 def _specs(settings: Settings, urls: list[str] | None, prefix: str | None,
            manifest: Path | None, defaults: dict[str, Any]) -> Iterator[JobSpec]:
     if manifest is not None:
-        with manifest.open(encoding="utf-8") as lines:
+        with manifest.open(encoding="utf-8", newline="") as lines:
             yield from specs_of(manifest.name, lines, defaults)
     elif prefix is not None:
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
