@@ -77,7 +77,8 @@ def main() -> None:
             (src / f"{i:07d}.png").write_bytes(tiny_png(args.image_size, i % 200))
         with cluster(work, None, redis_db=12, OBJECT_STORE="folder", SEGMENTER="fake",
                      S3_OUTPUT_BUCKET=str(out), LOG_LEVEL=args.log_level,
-                     LEASE_SECONDS="60", HEARTBEAT_SECONDS="20") as c:
+                     LEASE_SECONDS="60", HEARTBEAT_SECONDS="20",
+                     CELERY_EVENTS="false") as c:
             worker = c.start_worker(concurrency=args.processes, pool=args.pool)
             services = ("postgres", "redis-server")
             cpu_before = [cpu_seconds(worker.pid), cpu_seconds(names=services[:1]),

@@ -80,12 +80,13 @@ def reconcile_once(
 def reconcile_forever(
     ledger: ReconcilerLedger, queue: Queue, config: ReconcileConfig, *,
     interval: float, stop: threading.Event, also: Sequence[Callable[[], object]] = (),
+    on_report: Callable[[ReconcileReport], object] = lambda report: None,
 ) -> None:
     """Pass every ``interval`` seconds until ``stop`` is set, running ``also`` (callback
     delivery) after each pass. A failed pass is logged, not fatal: the database or Redis may be
     restarting, and the next pass tries again."""
     while not stop.is_set():
-        for step in (lambda: reconcile_once(ledger, queue, config), *also):
+        for step in (lambda: on_report(reconcile_once(ledger, queue, config)), *also):
             try:
                 step()
             except Exception:

@@ -114,6 +114,15 @@ class Settings(BaseSettings):
         default=60.0, description="A retry due sooner is re-published with a countdown; a "
         "later one is left to the reconciler (no long ETA messages in Redis).",
     )
+    worker_metrics_port: int = Field(
+        default=9100, ge=0, le=65535, description="Port of a worker's Prometheus metrics "
+        "(all its pool processes summed); 0 turns it off.")
+    reconcile_metrics_port: int = Field(
+        default=9101, ge=0, le=65535, description="Port of the reconciler's Prometheus "
+        "metrics (queue depth, re-published, reaped); 0 turns it off.")
+    celery_events: bool = Field(
+        default=True, description="Workers send Celery task events (for Flower); about one "
+        "Redis publish per task state change.")
     reconcile_interval_seconds: PositiveFloat = Field(
         default=10.0, description="Pause between reconciler passes."
     )

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pipeline import logs
+from pipeline import logs, metrics
 from pipeline.errors import ClipError, LeaseLost, UnexpectedError
 from pipeline.heartbeat import Heartbeats
 from pipeline.imaging.decode import DEFAULT_LIMITS, DecodeLimits
@@ -76,6 +76,7 @@ class JobRunner:
         claim = self.ledger.claim(job_id, worker=self.config.worker)
         if claim is None:
             log.debug("job_skipped", job_id=str(job_id))
+            metrics.job_finished(Outcome.SKIPPED, None, {})
             return Outcome.SKIPPED
         job = claim.job
         logs.bind(job_id=str(job.id), tenant=job.tenant_id, attempt=job.attempts,
@@ -104,11 +105,18 @@ class JobRunner:
             self.ledger.complete(job.id, claim.token, result)
         except LeaseLost:
             log.warning("job_lease_lost", stage="complete")
+            metrics.job_finished(Outcome.LEASE_LOST, None, {})
             return Outcome.LEASE_LOST
         log.info("job_succeeded", timings_ms=result.get("timings_ms"))
+        metrics.job_finished(Outcome.SUCCEEDED, None, result.get("timings_ms", {}))
         return Outcome.SUCCEEDED
 
     def _failed(self, claim: Claim, error: ClipError) -> Outcome:
+        outcome = self._record_failure(claim, error)
+        metrics.job_finished(outcome, error.reason, {})
+        return outcome
+
+    def _record_failure(self, claim: Claim, error: ClipError) -> Outcome:
         try:
             job = self.ledger.fail(claim.job.id, claim.token, error)
         except LeaseLost:

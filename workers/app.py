@@ -78,8 +78,9 @@ def config(settings: Settings) -> dict[str, Any]:
         "task_routes": (route,),
         "task_create_missing_queues": False,
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
-        "task_send_sent_event": False,
+        # Task events feed Flower; they cost a Redis publish per state change.
+        "worker_send_task_events": settings.celery_events,
+        "task_send_sent_event": settings.celery_events,
         # Beat keeps its schedule file with Clipline's data, not in whatever folder it started.
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
         "beat_schedule": {

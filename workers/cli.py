@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -78,10 +80,15 @@ def worker(
     missing: the ledger's schema, the output bucket, the broker, and the model (a Triton server
     with the model ready, or the ONNX file).
     """
+    _multiprocess_metrics()
     settings = _settings()
     _preflight(settings)
     from workers.app import app as celery_app
 
+    if settings.worker_metrics_port:
+        from workers.metrics import serve_pool_metrics
+
+        serve_pool_metrics(settings.worker_metrics_port)
     processes = concurrency or settings.worker_concurrency or os.cpu_count() or 1
     argv = [
         "worker", f"--concurrency={processes}", f"--queues={queues}", f"--pool={pool}",
@@ -93,6 +100,19 @@ def worker(
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         argv.append("--beat")
     celery_app.worker_main(argv)
+
+
+def _multiprocess_metrics() -> None:
+    """Pool processes count into files that the main process sums. prometheus-client picks
+    that mode when it is imported, and this process imported it already: so, when the
+    directory is not set yet, set it and start the command again from the top."""
+    from workers.metrics import MULTIPROC_ENV, fresh_directory
+
+    if os.environ.get(MULTIPROC_ENV):
+        fresh_directory(Path(os.environ[MULTIPROC_ENV]))
+        return
+    os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="clipline-metrics-")
+    os.execv(sys.argv[0], sys.argv)
 
 
 def _preflight(settings: Settings) -> None:
@@ -130,8 +150,12 @@ def reconcile(
             signal.signal(sig, lambda *_: stop.set())
         logs.get(__name__).info("reconciler_started",
                                 interval=settings.reconcile_interval_seconds)
+        if settings.reconcile_metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(settings.reconcile_metrics_port)
         reconcile_forever(ledger, queue, config, interval=settings.reconcile_interval_seconds,
-                          stop=stop, also=[callbacks])
+                          stop=stop, also=[callbacks], on_report=lambda r: _count(r, queue))
     finally:
         ledger.close()
 
@@ -171,6 +195,17 @@ def api(
     # One process per `clipline api`: run more of them behind a load balancer to scale.
     uvicorn.run(app_, host=host or settings.api_host, port=port or settings.api_port,
                 log_config=None, timeout_graceful_shutdown=10)
+
+
+def _count(report: Any, queue: Any) -> None:
+    """The reconciler's metrics, from a pass's report and the broker's queues."""
+    from pipeline import metrics
+
+    metrics.RECONCILER_PUBLISHED.inc(report.published)
+    metrics.RECONCILER_REAPED.labels("requeued").inc(report.requeued)
+    metrics.RECONCILER_REAPED.labels("dead").inc(report.dead)
+    for name, depth in queue.depths().items():
+        metrics.QUEUE_DEPTH.labels(name).set(depth)
 
 
 def _callbacks(settings: Settings, ledger: Any) -> Any:

@@ -46,9 +46,13 @@ class CeleryQueue:
     def depth(self) -> int:
         """Messages waiting in the ``interactive`` and ``bulk`` queues (not those held by
         workers)."""
+        return sum(self.depths().values())
+
+    def depths(self) -> dict[str, int]:
+        """Messages waiting, per queue."""
         with _translated("could not read the broker's queues"), \
                 self.app.connection_for_read() as conn:
             channel = conn.default_channel
             # Declaring is idempotent here, and unlike a passive declare it does not depend on
             # this connection having seen the queue before.
-            return sum(channel.queue_declare(name).message_count for name in QUEUES)
+            return {name: channel.queue_declare(name).message_count for name in QUEUES}
