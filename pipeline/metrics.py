@@ -23,6 +23,9 @@ QUEUE_DEPTH = Gauge("clipline_queue_depth", "Messages waiting in the broker, per
                     ["queue"], multiprocess_mode="livemax")
 RECONCILER_PUBLISHED = Counter("clipline_reconciler_published",
                                "Messages the reconciler (re-)published.")
+EVENTS = Counter("clipline_events", "S3 events and messages handled by `clipline events`, by "
+                 "result (messages, jobs_created, jobs_existing, skipped_<reason>, ...).",
+                 ["result"])
 RECONCILER_REAPED = Counter("clipline_reconciler_reaped", "Expired leases taken back.",
                             ["result"])
 

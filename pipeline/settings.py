@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     reconcile_metrics_port: int = Field(
         default=9101, ge=0, le=65535, description="Port of the reconciler's Prometheus "
         "metrics (queue depth, re-published, reaped); 0 turns it off.")
+    events_metrics_port: int = Field(
+        default=9102, ge=0, le=65535, description="Port of `clipline events`' Prometheus "
+        "metrics (0: off).")
     celery_events: bool = Field(
         default=True, description="Workers send Celery task events (for Flower); about one "
         "Redis publish per task state change.")

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from prometheus_client import start_http_server
 
-from pipeline import logs
+from pipeline import logs, metrics
 from pipeline.cli import app
 from pipeline.errors import InvalidEvent, InvalidSettings, TransientError
 from pipeline.events import (
@@ -123,7 +124,10 @@ def run(intake: Intake, stop: threading.Event, *, once: bool) -> None:
             if not messages and once:
                 return
             if messages:
+                before = Counter(intake.totals)
                 intake.handle(messages)
+                for result, n in (intake.totals - before).items():
+                    metrics.EVENTS.labels(result).inc(n)
             failures = 0
         except TransientError as exc:
             if once:
@@ -158,6 +162,8 @@ def events(
     """
     settings = _settings()
     intake = _intake(settings, rules_file, wait)
+    if settings.events_metrics_port and not once:
+        start_http_server(settings.events_metrics_port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

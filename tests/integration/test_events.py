@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from botocore.config import Config
 from PIL import Image
@@ -30,6 +31,7 @@ from pipeline.adapters.tenant_store import TenantStore
 from pipeline.errors import EventSourceUnavailable, InvalidSettings
 from pipeline.jobs import JobStatus
 from tests.distkit import AWS, CLIPLINE, Cluster, cluster, wait_for
+from tests.tritonkit import free_port
 
 
 def slow(test: Any) -> Any:
@@ -183,9 +185,14 @@ def test_uploads_become_one_job_each_however_often_their_events_arrive(ev: Event
     assert len(originals) == 101 and sum('"s3:TestEvent"' in b for b in originals) == 1
     ev.send(originals)
 
+    port = free_port()
+    c.values["EVENTS_METRICS_PORT"] = str(port)
     proc = c.start("events", "--wait", "1", ready="events_started")
     wait_for(lambda: len(ev.jobs()) == 100 and ev.in_queue() == 0, 60,
              "100 jobs and an empty queue", c.logs)
+    scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'clipline_events_total{result="jobs_created"} 100.0' in scraped
+    c.values["EVENTS_METRICS_PORT"] = "0"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0, c.logs()
     log = c.processes[-1][1]
