@@ -18,7 +18,8 @@ set -euo pipefail
 
 onnx=${1:?usage: build_engine.sh MODEL.uint8.onnx [REPOSITORY]}
 repo=${2:-$(cd "$(dirname "$0")" && pwd)/model_repository}
-image=${TRITON_IMAGE:-nvcr.io/nvidia/tritonserver:25.10-py3}
+# The same release as docker/triton/Dockerfile: a plan only loads in the TensorRT it was built by.
+image=${TRITON_IMAGE:-nvcr.io/nvidia/tritonserver:25.01-py3}
 max_batch=${MAX_BATCH:-16}
 opt_batch=${OPT_BATCH:-8}
 workspace=${WORKSPACE_MB:-4096}
