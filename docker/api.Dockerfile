@@ -46,9 +46,6 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     && useradd --system --uid "${APP_UID}" --gid clipline --no-create-home \
         --home-dir /var/lib/clipline --shell /usr/sbin/nologin clipline \
     && install -d -o clipline -g clipline -m 0750 /var/lib/clipline
-# `clipline db upgrade` finds Alembic's scripts beside the installed packages (the wheel does
-# not carry them yet), so they go where pipeline/adapters/database.py looks.
-COPY migrations /opt/clipline/lib/python3.11/site-packages/migrations
 COPY --chmod=0755 docker/healthcheck.py /usr/local/bin/clipline-healthcheck
 USER ${APP_UID}:${APP_UID}
 WORKDIR /var/lib/clipline
