@@ -62,6 +62,7 @@ class MemoryLedger:
         self._keys: dict[tuple[str, str], uuid.UUID] = {}
         self._events: dict[uuid.UUID, list[JobEvent]] = {}
         self._tenants = {DEFAULT_TENANT}
+        self._callback_next: dict[uuid.UUID, datetime] = {}  # Job has no column for it
 
     def close(self) -> None:
         pass
@@ -221,6 +222,30 @@ class MemoryLedger:
             job = self._jobs.get(job_id)
             if job is not None and job.status is Q:
                 self._jobs[job_id] = replace(job, published_at=at)
+
+    # -- completion callbacks (see ledger_callbacks) ------------------------------------------
+
+    def due_callbacks(self, limit: int, *, hold_seconds: float = 60.0) -> list[Job]:
+        now = self.clock.now()
+        finished = (JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED)
+        with self._lock:
+            due = sorted((j for j in self._jobs.values()
+                          if j.callback_state == "pending" and j.status in finished
+                          and self._callback_next.get(j.id, j.created_at) <= now),
+                         key=lambda j: self._callback_next.get(j.id, j.created_at))[:limit]
+            for job in due:
+                self._callback_next[job.id] = now + timedelta(seconds=hold_seconds)
+        return due
+
+    def callback_result(self, job_id: uuid.UUID, *, error: str | None,
+                        retry_at: datetime | None = None) -> None:
+        state = "delivered" if error is None else ("pending" if retry_at else "failed")
+        with self._lock:
+            job = self._jobs[job_id]
+            self._jobs[job_id] = replace(job, callback_state=state,
+                                         callback_attempts=job.callback_attempts + 1)
+            if retry_at is not None:
+                self._callback_next[job_id] = retry_at
 
     # -- operations -------------------------------------------------------------------------
 
