@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, select, update
 
 from pipeline.adapters.database import translated
-from pipeline.adapters.ledger_rows import to_job
+from pipeline.adapters.ledger_rows import take, to_job
 from pipeline.adapters.schema import jobs
 from pipeline.jobs import Job, JobStatus
 from pipeline.ports import Clock
@@ -31,18 +31,10 @@ class LedgerCallbacks:
                    jobs.c.status.in_(FINISHED))
             .order_by(jobs.c.callback_next_at)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
-        with translated(), self.engine.begin() as conn:
-            ids = conn.execute(chosen).scalars().all()
-            if not ids:
-                return []
-            rows = conn.execute(
-                update(jobs).where(jobs.c.id.in_(ids))
-                .values(callback_next_at=now + timedelta(seconds=hold_seconds))
-                .returning(*jobs.c)
-            ).all()
-        return [to_job(r) for r in rows]
+        hold = (update(jobs).values(callback_next_at=now + timedelta(seconds=hold_seconds))
+                .returning(*jobs.c))
+        return [to_job(r) for r in take(self.engine, chosen, hold)]
 
     def callback_result(self, job_id: uuid.UUID, *, error: str | None,
                         retry_at: datetime | None = None) -> None:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, and_, or_, select, update
 
 from pipeline.adapters.database import translated
+from pipeline.adapters.ledger_rows import take
 from pipeline.adapters.schema import jobs, status_is
 from pipeline.jobs import Dispatch, JobStatus
 from pipeline.ports import Clock
@@ -41,19 +42,12 @@ class LedgerPublishing:
             .where(and_(status_is(JobStatus.QUEUED), jobs.c.not_before <= now, missing))
             .order_by(jobs.c.priority.desc(), jobs.c.not_before, jobs.c.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
-        with translated(), self.engine.begin() as conn:
-            ids = conn.execute(chosen).scalars().all()
-            if not ids:
-                return []
-            rows = conn.execute(
-                update(jobs)
-                .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.QUEUED.value)
-                .values(published_at=now)
-                .returning(jobs.c.id, jobs.c.priority, jobs.c.not_before)
-            ).all()
-        rows = sorted(rows, key=lambda r: (-r.priority, r.not_before, r.id))
+        stamp = (update(jobs).where(jobs.c.status == JobStatus.QUEUED.value)
+                 .values(published_at=now)
+                 .returning(jobs.c.id, jobs.c.priority, jobs.c.not_before))
+        rows = sorted(take(self.engine, chosen, stamp),
+                      key=lambda r: (-r.priority, r.not_before, r.id))
         return [Dispatch(r.id, r.priority) for r in rows]
 
     def mark_published(self, job_id: uuid.UUID, at: datetime) -> None:

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, Engine, Select, Update, insert
 
-from pipeline.adapters.schema import job_events
+from pipeline.adapters.database import translated
+from pipeline.adapters.schema import job_events, jobs
 from pipeline.jobs import Job, JobSpec, JobStatus
 
 
@@ -91,3 +92,14 @@ def by_keys(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     for row in rows:
         groups.setdefault(frozenset(row), []).append(row)
     return list(groups.values())
+
+
+def take(engine: Engine, chosen: Select[Any], stamp: Update) -> list[Any]:
+    """Lock the job rows ``chosen`` selects (its first column is the id), skipping rows other
+    transactions hold, and ``stamp`` them in the same transaction; returns what ``stamp``
+    returns. Two callers at once get disjoint rows: each skips what the other has locked."""
+    with translated(), engine.begin() as conn:
+        ids = conn.execute(chosen.with_for_update(skip_locked=True)).scalars().all()
+        if not ids:
+            return []
+        return list(conn.execute(stamp.where(jobs.c.id.in_(ids))).all())
