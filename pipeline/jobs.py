@@ -157,6 +157,7 @@ class Job:
     callback_url: str | None = None
     callback_state: str | None = None  # pending, delivered, failed; None: no callback
     callback_attempts: int = 0
+    callback_next_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ def to_job(row: Any) -> Job:
         callback_url=m["callback_url"],
         callback_state=m["callback_state"],
         callback_attempts=m["callback_attempts"],
+        callback_next_at=m["callback_next_at"],
     )
 
 

@@ -62,7 +62,6 @@ class MemoryLedger:
         self._keys: dict[tuple[str, str], uuid.UUID] = {}
         self._events: dict[uuid.UUID, list[JobEvent]] = {}
         self._tenants = {DEFAULT_TENANT}
-        self._callback_next: dict[uuid.UUID, datetime] = {}  # Job has no column for it
 
     def close(self) -> None:
         pass
@@ -93,6 +92,7 @@ class MemoryLedger:
             last_error_message=None, result=None, created_at=now, updated_at=now,
             finished_at=None, published_at=now, callback_url=callback_url,
             callback_state="pending" if callback_url else None,
+            callback_next_at=now if callback_url else None,
         )
         self._jobs[job.id], self._keys[key], self._events[job.id] = job, job.id, []
         return job, True
@@ -231,21 +231,21 @@ class MemoryLedger:
         with self._lock:
             due = sorted((j for j in self._jobs.values()
                           if j.callback_state == "pending" and j.status in finished
-                          and self._callback_next.get(j.id, j.created_at) <= now),
-                         key=lambda j: self._callback_next.get(j.id, j.created_at))[:limit]
-            for job in due:
-                self._callback_next[job.id] = now + timedelta(seconds=hold_seconds)
-        return due
+                          and j.callback_next_at is not None and j.callback_next_at <= now),
+                         key=lambda j: j.callback_next_at or now)[:limit]
+            held = [replace(j, callback_next_at=now + timedelta(seconds=hold_seconds))
+                    for j in due]
+            for job in held:
+                self._jobs[job.id] = job
+        return held
 
     def callback_result(self, job_id: uuid.UUID, *, error: str | None,
                         retry_at: datetime | None = None) -> None:
         state = "delivered" if error is None else ("pending" if retry_at else "failed")
         with self._lock:
             job = self._jobs[job_id]
-            self._jobs[job_id] = replace(job, callback_state=state,
+            self._jobs[job_id] = replace(job, callback_state=state, callback_next_at=retry_at,
                                          callback_attempts=job.callback_attempts + 1)
-            if retry_at is not None:
-                self._callback_next[job_id] = retry_at
 
     # -- operations -------------------------------------------------------------------------
 
