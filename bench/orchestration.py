@@ -15,26 +15,22 @@ the last completion, both read from the ledger's events.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
 from sqlalchemy import func, select
 
 from pipeline.adapters.schema import job_events
 from pipeline.jobs import Dispatch, JobSpec, JobStatus
 from tests.distkit import cluster
+from tests.pictures import square
 
 
 def tiny_png(size: int, shade: int) -> bytes:
-    img = Image.new("RGB", (size, size), (250, 250, 250))
-    img.paste((shade, 40, 40), (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
-    out = io.BytesIO()
-    img.save(out, "PNG")
-    return out.getvalue()
+    return square((size, size), (size // 4, size // 4, 3 * size // 4, 3 * size // 4),
+                  (shade, 40, 40), ground=(250, 250, 250))
 
 
 TICK = os.sysconf("SC_CLK_TCK")

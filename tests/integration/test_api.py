@@ -17,6 +17,7 @@ from pipeline.adapters.tenant_store import TenantStore
 from pipeline.errors import NotAnImage
 from pipeline.jobs import JobStatus
 from tests.distkit import Cluster, cluster, serve, wait_for
+from tests.pictures import square
 from workers.cli import api_app
 
 pytestmark = [pytest.mark.postgres]
@@ -55,14 +56,6 @@ def api(tmp_path: Path, s3_endpoint: str, request: pytest.FixtureRequest) -> Ite
             yield made
         finally:
             made.close()
-
-
-def png() -> bytes:
-    img = Image.new("RGB", (96, 80), "white")
-    img.paste((200, 30, 30), (30, 20, 70, 60))
-    out = io.BytesIO()
-    img.save(out, "PNG")
-    return out.getvalue()
 
 
 def job_body(key: str = "shoes/red.png", **options: Any) -> dict[str, Any]:
@@ -217,7 +210,8 @@ def test_batches_inline_by_prefix_and_a_refused_manifest(api: Api) -> None:
 
 
 def test_a_finished_job_has_its_output_and_a_working_presigned_url(api: Api) -> None:
-    api.c.s3.put("photos", "red.png", png(), content_type="image/png")
+    api.c.s3.put("photos", "red.png", square((96, 80), (30, 20, 70, 60), (200, 30, 30)),
+                 content_type="image/png")
     client = api.client()
     job = client.post("/v1/jobs", json={"source": {"bucket": "photos", "key": "red.png"}}).json()
     missing = client.post("/v1/jobs", json={"source": {"bucket": "photos", "key": "no.png"}})

@@ -18,6 +18,7 @@ import pytest
 from pipeline.adapters.tenant_store import TenantStore
 from pipeline.callbacks import HEADER, verify
 from tests.distkit import cluster, serve, wait_for
+from tests.pictures import square
 from workers.cli import api_app
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -63,7 +64,7 @@ def test_each_finished_job_gets_one_accepted_signed_call(
         _, key = tenants.create_key("acme")
         secret = tenants.callback_secret("acme")
         assert secret is not None
-        c.put_image("a.png", _png())
+        c.put_image("a.png", square((64, 48), (16, 12, 48, 36), (0, 90, 200)))
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=url, headers=headers) as api:
             good = api.post("/v1/jobs", json={"source": {"bucket": "photos", "key": "a.png"},
@@ -104,15 +105,3 @@ def test_plain_http_callbacks_are_refused_by_default(tmp_path: Path, s3_endpoint
             "source": {"bucket": "photos", "key": "a.png"},
             "callback_url": "http://127.0.0.1:9/hook"})
     assert answer.status_code == 422 and answer.json()["code"] == "callback_url_insecure"
-
-
-def _png() -> bytes:
-    import io
-
-    from PIL import Image
-
-    img = Image.new("RGB", (64, 48), "white")
-    img.paste((0, 90, 200), (16, 12, 48, 36))
-    out = io.BytesIO()
-    img.save(out, "PNG")
-    return out.getvalue()

@@ -9,7 +9,6 @@ quality of a cut-out.
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import signal
@@ -24,13 +23,13 @@ import boto3
 import httpx
 import pytest
 from botocore.config import Config
-from PIL import Image
 
 from pipeline.adapters.sqs_source import SqsSource
 from pipeline.adapters.tenant_store import TenantStore
 from pipeline.errors import EventSourceUnavailable, InvalidSettings
 from pipeline.jobs import JobStatus
 from tests.distkit import AWS, CLIPLINE, Cluster, cluster, wait_for
+from tests.pictures import square
 from tests.tritonkit import free_port
 
 
@@ -64,11 +63,8 @@ def sqs_client(endpoint: str) -> Any:
 
 def png(n: int) -> bytes:
     """A small picture of its own per n (so every object has its own ETag)."""
-    img = Image.new("RGB", (48, 48), (250, 250, 250))
-    img.paste((n % 256, 40, 200 - n % 150), (12, 12, 36, 36))
-    out = io.BytesIO()
-    img.save(out, "PNG")
-    return out.getvalue()
+    return square((48, 48), (12, 12, 36, 36), (n % 256, 40, 200 - n % 150),
+                  ground=(250, 250, 250))
 
 
 @dataclass

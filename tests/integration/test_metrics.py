@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
 
 from pipeline.jobs import Dispatch, JobSpec, JobStatus
 from tests.distkit import cluster, wait_for
+from tests.pictures import square
 from tests.tritonkit import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-def png() -> bytes:
-    img = Image.new("RGB", (64, 64), "white")
-    img.paste((30, 160, 30), (16, 16, 48, 48))
-    out = io.BytesIO()
-    img.save(out, "PNG")
-    return out.getvalue()
 
 
 def value(text: str, sample: str) -> float:
@@ -37,7 +28,7 @@ def test_worker_and_reconciler_metrics(tmp_path: Path, s3_endpoint: str) -> None
                  WORKER_METRICS_PORT=str(worker_port),
                  RECONCILE_METRICS_PORT=str(reconciler_port)) as c:
         for i in range(4):
-            c.put_image(f"m{i}.png", png())
+            c.put_image(f"m{i}.png", square((64, 64), (16, 16, 48, 48), (30, 160, 30)))
         jobs = [c.ledger.submit(JobSpec(bucket="photos", key=f"m{i}.png")).job for i in range(4)]
         jobs.append(c.ledger.submit(JobSpec(bucket="photos", key="missing.png")).job)
         c.start_worker(concurrency=2)  # two pool processes: their counts must add up

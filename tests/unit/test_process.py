@@ -16,15 +16,12 @@ from pipeline.adapters.memory_store import MemoryStore
 from pipeline.jobs import Job, JobStatus
 from pipeline.options import OutputOptions
 from pipeline.process import cut_out, output_key, process_job
+from tests.pictures import square
 from tests.unit.corpus import CASES, exif_rotated
 
 
 def red_square(size: tuple[int, int] = (400, 300)) -> bytes:
-    img = Image.new("RGB", size, (255, 255, 255))
-    img.paste((220, 20, 20), (100, 80, 220, 200))
-    out = io.BytesIO()
-    img.save(out, "PNG")
-    return out.getvalue()
+    return square(size, (100, 80, 220, 200))
 
 
 def decode(data: bytes) -> Image.Image:

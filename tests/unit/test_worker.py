@@ -26,14 +26,11 @@ from pipeline.jobs import Dispatch, JobSpec, JobStatus
 from pipeline.reconcile import ReconcileConfig, reconcile_once
 from pipeline.retry import Backoff
 from pipeline.worker import JobRunner, Outcome, RunnerConfig
+from tests.pictures import square
 
 
 def red_square() -> bytes:
-    img = Image.new("RGB", (200, 160), "white")
-    img.paste((200, 20, 20), (60, 40, 140, 120))
-    out = io.BytesIO()
-    img.save(out, "PNG")
-    return out.getvalue()
+    return square((200, 160), (60, 40, 140, 120), (200, 20, 20))
 
 
 class FlakySegmenter(FakeSegmenter):
