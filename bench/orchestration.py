@@ -23,6 +23,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from pipeline.adapters.schema import job_events
+from pipeline.intake import queued_pages
 from pipeline.jobs import Dispatch, JobSpec, JobStatus
 from tests.distkit import cluster
 from tests.pictures import square
@@ -86,11 +87,8 @@ def main() -> None:
                 batch_id=batch,
             )
             recorded = time.perf_counter()
-            after = None
-            while page := c.ledger.list_jobs(batch_id=batch, status=JobStatus.QUEUED,
-                                             after=after, limit=1000):
+            for page in queued_pages(c.ledger, batch):
                 c.queue.publish([Dispatch(j.id, j.priority) for j in page])
-                after = page[-1].id
             published = time.perf_counter()
             c.wait_batch(batch, timeout=max(120, args.jobs / 50))
             cpu = [cpu_seconds(worker.pid), cpu_seconds(names=services[:1]),

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import csv
 import json
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import fields
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from pipeline.embedded import IMAGE_SUFFIXES
 from pipeline.errors import InvalidManifest, InvalidOptions
-from pipeline.jobs import JobSpec
+from pipeline.jobs import Job, JobSpec, JobStatus
 from pipeline.options import OutputOptions
 
 JSON_FIELDS = {"bucket", "key", "version", "options", "priority", "idempotency_key", "model"}
@@ -142,3 +143,20 @@ def _item_spec(item: Mapping[str, Any], defaults: Mapping[str, Any]) -> JobSpec:
         model=item.get("model", defaults.get("model", "u2netp")), priority=priority,
         idempotency_key=item.get("idempotency_key"),
     )
+
+
+class JobListing(Protocol):
+    def list_jobs(self, *, batch_id: uuid.UUID | None = None,
+                  status: JobStatus | None = None, after: uuid.UUID | None = None,
+                  limit: int = 100) -> list[Job]: ...
+
+
+def queued_pages(ledger: JobListing, batch_id: uuid.UUID,
+                 page: int = 1000) -> Iterator[list[Job]]:
+    """The batch's queued jobs a page at a time, by id cursor: what to publish once a batch is
+    recorded."""
+    after = None
+    while found := ledger.list_jobs(batch_id=batch_id, status=JobStatus.QUEUED, after=after,
+                                    limit=page):
+        yield found
+        after = found[-1].id

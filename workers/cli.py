@@ -24,8 +24,8 @@ from pipeline.cli import app
 from pipeline.cli import main as cli_main
 from pipeline.cli.run import ProgressBar, console, output_options
 from pipeline.errors import ClipError, InvalidSettings, UsageError
-from pipeline.intake import parse_s3_url, prefix_specs, specs_of, url_spec
-from pipeline.jobs import DEFAULT_TENANT, Dispatch, JobSpec, JobStatus
+from pipeline.intake import parse_s3_url, prefix_specs, queued_pages, specs_of, url_spec
+from pipeline.jobs import DEFAULT_TENANT, Dispatch, JobSpec
 from pipeline.reconcile import reconcile_forever, reconcile_once
 from pipeline.settings import Settings
 
@@ -313,13 +313,9 @@ def _counted(specs: Iterable[JobSpec], advance: Any) -> Iterator[JobSpec]:
 def _publish(ledger: Any, batch_id: uuid.UUID, progress: bool) -> int:
     """Publish the batch's queued jobs, a page at a time. If the broker is down the jobs stay
     recorded, and the reconciler sends their messages later: say so, and do not fail."""
-    queue, sent, after = _queue(), 0, None
+    queue, sent = _queue(), 0
     with ProgressBar(None, progress and console.is_terminal, "publishing", "msg") as advance:
-        while True:
-            page = ledger.list_jobs(batch_id=batch_id, status=JobStatus.QUEUED, after=after,
-                                    limit=PAGE)
-            if not page:
-                return sent
+        for page in queued_pages(ledger, batch_id, PAGE):
             try:
                 queue.publish([Dispatch(j.id, j.priority) for j in page])
             except ClipError as exc:
@@ -328,7 +324,7 @@ def _publish(ledger: Any, batch_id: uuid.UUID, progress: bool) -> int:
                 return sent
             sent += len(page)
             advance(len(page))
-            after = page[-1].id
+    return sent
 
 
 def main() -> None:

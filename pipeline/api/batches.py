@@ -21,7 +21,7 @@ from pipeline.api.jobs import callback_url, check_source, publish
 from pipeline.api.problems import Problem
 from pipeline.api.schemas import BatchRequest, BatchView
 from pipeline.errors import ClipError, UsageError
-from pipeline.intake import prefix_specs, specs_of
+from pipeline.intake import prefix_specs, queued_pages, specs_of
 from pipeline.jobs import JobSpec, JobStatus
 from pipeline.options import OutputOptions
 from pipeline.tenants import Tenant
@@ -93,11 +93,8 @@ def expand(d: ApiDeps, who: Tenant, batch_id: uuid.UUID, specs: Iterator[JobSpec
     counts = {"received": result.received, "inserted": result.inserted,
               "duplicates": result.duplicates}
     d.ledger.set_batch_meta(batch_id, {"state": "publishing", **counts})
-    after = None
-    while page := d.ledger.list_jobs(batch_id=batch_id, status=JobStatus.QUEUED, after=after,
-                                     limit=PAGE):
+    for page in queued_pages(d.ledger, batch_id, PAGE):
         publish(d, page)
-        after = page[-1].id
     d.ledger.set_batch_meta(batch_id, {"state": "ready", **counts})
 
 
