@@ -24,7 +24,7 @@ from pipeline.cli import app
 from pipeline.cli import main as cli_main
 from pipeline.cli.run import ProgressBar, console, output_options
 from pipeline.errors import ClipError, InvalidSettings, UsageError
-from pipeline.intake import parse_s3_url, prefix_specs, queued_pages, specs_of, url_spec
+from pipeline.intake import prefix_specs, queued_pages, specs_of, url_spec
 from pipeline.jobs import DEFAULT_TENANT, Dispatch, JobSpec
 from pipeline.reconcile import reconcile_forever, reconcile_once
 from pipeline.settings import Settings
@@ -295,10 +295,10 @@ def _specs(settings: Settings, urls: list[str] | None, prefix: str | None,
     else:
         for url in urls or []:
             try:
-                parse_s3_url(url)
+                spec = url_spec(url, defaults)
             except ValueError as exc:
                 raise UsageError(str(exc)) from exc
-            yield url_spec(url, defaults)
+            yield spec
 
 
 def _counted(specs: Iterable[JobSpec], advance: Any) -> Iterator[JobSpec]:
