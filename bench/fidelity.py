@@ -1,6 +1,6 @@
 """u2netp through Clipline against the U²-Net authors' own u2netp outputs.
 
-    .venv/bin/python -m bench.fidelity [--rembg] [--keep]
+    .venv/bin/python -m bench.fidelity [--rembg] [--count N] [--keep]
 
 Runs ``clipline run --channels alpha`` over the U²-Net repository's test images and compares each
 grey mask with ``u2netp_results/<stem>.png``, which the authors produced with their own code: an
@@ -8,13 +8,15 @@ oracle for running u2netp exactly as they do (not ground truth). Per image: mean
 difference of the soft masks in [0, 1], binary agreement and IoU at 128, boundary F. Then the
 mean over images and the three worst by mean absolute difference. With ``--rembg`` the same for
 ``rembg p -m u2net_custom -om`` on the same file (scripts/rembg-venv.sh first), to show what a
-plain rembg pipeline gets against the same oracle.
+plain rembg pipeline gets against the same oracle. ``--count N`` scores only the first N images
+by name (a smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +48,16 @@ def pairs(images: Path, oracle: Path) -> list[str]:
     if missing:
         raise BenchError(f"{len(missing)} images have no {oracle}/<stem>.png: {missing[:5]}")
     return stems
+
+
+def subset(images: Path, stems: Sequence[str], dst: Path) -> Path:
+    """A folder holding only these images: both tools take a folder, not a list of files."""
+    dst.mkdir()
+    wanted = set(stems)
+    for path in images.iterdir():
+        if path.stem in wanted and path.suffix.lower() in IMAGE_SUFFIXES:
+            shutil.copyfile(path, dst / path.name)
+    return dst
 
 
 def score(oracle: Path, masks: Path, stems: Sequence[str], what: str) -> list[MaskComparison]:
@@ -111,7 +123,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    "DATA/u2net-test/test_data/u2netp_results)")
     p.add_argument("--rembg", action="store_true",
                    help="also score `rembg p -m u2net_custom -om` on the same model file")
-    return p.parse_args(argv)
+    p.add_argument("--count", type=int, help="only the first COUNT images by name (default all)")
+    args = p.parse_args(argv)
+    if args.count is not None and args.count < 1:
+        p.error("--count must be at least 1")
+    return args
 
 
 def bench(args: argparse.Namespace, work: Path) -> int:
@@ -119,7 +135,10 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     oracle = args.oracle or args.data / TEST_DATA / "u2netp_results"
     print(f"machine: {machine_line()} at start (other people's tests may share these cores)")
     stems = pairs(images, oracle)
-    print(f"{len(stems)} images from {images}; oracle {oracle}")
+    print(f"{len(stems[:args.count])} of {len(stems)} images from {images}; oracle {oracle}")
+    if args.count is not None and args.count < len(stems):
+        stems = stems[:args.count]
+        images = subset(images, stems, work / "images")
     tools = prepare_tools(args.models_dir.resolve(), args.model_file, args.rembg_home,
                           with_rembg=args.rembg)
     folders = run_tools(tools, images, work, shlex.split(args.clipline_args), args.rembg)

@@ -1,7 +1,7 @@
 """Clipline ``run`` against ``rembg p`` on the same u2netp file and the same 2048x2048 JPEGs.
 
     scripts/rembg-venv.sh                       # once: rembg's CLI in bench/.venv-rembg
-    .venv/bin/python -m bench.vs_rembg [--count 40] [--rounds 2] [--check]
+    .venv/bin/python -m bench.vs_rembg [--count 40] [--rounds 2] [--side 2048] [--check]
 
 Makes the JPEGs in a temporary folder by upscaling the 600x600 product WebPs (bicubic, quality
 90), copies the checksum-verified u2netp.onnx under ~/.rembg (rembg refuses a model_path outside
@@ -280,12 +280,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="timed runs of each tool (default 2)")
     p.add_argument("--side", type=int, default=2048, help="image side in px (default 2048)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    p.add_argument("--floor-seconds", type=float, default=5.0,
+                   help="how long to time u2netp alone in ONNX Runtime (default 5)")
     add_tool_options(p)
     p.add_argument("--check", action="store_true",
                    help=f"exit 1 unless ratio ≥ {GOAL_RATIO} and mean IoU ≥ {GOAL_IOU}")
     args = p.parse_args(argv)
     if args.count < 1 or args.rounds < 1:
         p.error("--count and --rounds must be at least 1")
+    if args.floor_seconds <= 0:
+        p.error("--floor-seconds must be more than 0")
     return args
 
 
@@ -305,7 +309,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
           + shlex.join(tools.clipline_run(src, Path("OUT"), extra)))
     boot = startup(tools, work)
     timings, rembg_out, clip_out = race(tools, src, work, names, args.rounds, extra)
-    floor = model_floor(tools.models_dir / "u2netp.onnx")
+    floor = model_floor(tools.models_dir / "u2netp.onnx", args.floor_seconds)
     ratio, mean_iou = report(timings, compare_masks(rembg_out, clip_out, names), names, boot,
                              floor)
     print(f"machine at end: {machine_line()}")

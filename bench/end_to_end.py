@@ -1,6 +1,6 @@
 """End to end: images/s through S3 + Celery + Triton, against the same model in process.
 
-    python -m bench.pipeline --count 60 --processes 2
+    python -m bench.end_to_end --count 60 --processes 2 [--redis-db 10]
 
 Distributed: the images are uploaded to moto's S3 server, submitted as one batch, published on
 Redis and cut out by a real ``clipline worker`` (prefork, ``--processes``) that sends u2netp's
@@ -63,20 +63,20 @@ def in_process(images: list[tuple[str, bytes]], model_file: Path) -> float:
 
 
 def distributed(images: list[tuple[str, bytes]], model_file: Path, processes: int,
-                work: Path) -> tuple[float, dict[str, float]]:
+                work: Path, redis_db: int) -> tuple[float, dict[str, float]]:
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     triton = TritonServer(model_file, log_dir=work, threads=os.cpu_count() or 1)
     try:
         triton.start()
-        with cluster(work, f"http://127.0.0.1:{port}", redis_db=10, SEGMENTER="triton",
+        with cluster(work, f"http://127.0.0.1:{port}", redis_db=redis_db, SEGMENTER="triton",
                      TRITON_URL=triton.url, LOG_LEVEL="WARNING", LEASE_SECONDS="120",
                      HEARTBEAT_SECONDS="30") as c:
             for name, data in images:
                 c.put_image(name, data)
             c.start_worker(concurrency=processes)
-            batch = c.ledger.create_batch(label="pipeline bench")
+            batch = c.ledger.create_batch(label="end-to-end bench")
             c.ledger.submit_many((JobSpec(bucket="photos", key=n) for n, _ in images),
                                  batch_id=batch)
             jobs = c.ledger.list_jobs(batch_id=batch, limit=len(images))
@@ -117,14 +117,17 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=60)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
                         help="worker pool processes")
+    parser.add_argument("--redis-db", type=int, default=10,
+                        help="Redis database number, flushed at the start and the end")
     args = parser.parse_args()
     images = load_images(args.images, args.count)
     pull(U2NETP, MODELS)
     model_file = uint8_graph(U2NETP, MODELS)
 
     local = in_process(images, model_file)
-    with tempfile.TemporaryDirectory(prefix="clipline-pipeline-") as tmp:
-        remote, split = distributed(images, model_file, args.processes, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="clipline-end-to-end-") as tmp:
+        remote, split = distributed(images, model_file, args.processes, Path(tmp),
+                                    args.redis_db)
     print(f"machine: {os.cpu_count()} CPUs; {len(images)} images from {args.images}")
     print(f"in process (cut_out, ONNX Runtime, {os.cpu_count()} threads): {local:.2f} img/s")
     print(f"distributed (S3 + Celery x{args.processes} + Triton): {remote:.2f} img/s")

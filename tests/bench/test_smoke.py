@@ -1,0 +1,129 @@
+"""Every benchmark runs as its docs say, at a tiny size, and prints its figure line.
+
+A smoke run, not a measurement: each command is the documented one (``python bench/ledger.py``,
+``python -m bench.NAME``), started from the repository root in a process of its own, with the
+sizes cut down to seconds. It must exit 0 and print the line its figure is read from. So a
+benchmark that no longer imports, starts or finishes cannot land.
+
+Real services, as the benchmarks need them: PostgreSQL (each creates and drops its own
+database), Redis (a database number of each run's own, used by no other test module), moto,
+Triton from ``.venv-triton`` and rembg from ``bench/.venv-rembg`` (``make test`` builds both), and
+the shared images in ``../shared/data``.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.distkit import PG_SERVER
+
+REPO = Path(__file__).resolve().parents[2]
+# Redis databases of the runs that use one: no other test module, nor a benchmark's default, does.
+REDIS_DB = {"intake": 14, "orchestration": 15, "end_to_end": 2}
+STOP_GRACE_SECONDS = 30
+
+pytestmark = pytest.mark.slow
+
+
+def run(*argv: str, timeout: float) -> str:
+    """``python ARGV`` from the repository root; its stdout, or the test fails with its tail."""
+    command = [sys.executable, *argv]
+    shown = " ".join(["python", *argv])
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Ctrl-C, so that its finally blocks stop the workers, servers and databases it started.
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        pytest.fail(f"{shown} did not finish in {timeout:g} s\n{_tail(out, err)}")
+    assert proc.returncode == 0, f"{shown} exited {proc.returncode}\n{_tail(out, err)}"
+    return out
+
+
+def _tail(out: str, err: str, lines: int = 40) -> str:
+    return "\n".join([*out.splitlines()[-lines:], "-- stderr:", *err.splitlines()[-lines:]])
+
+
+def assert_prints(out: str, *patterns: str) -> None:
+    for pattern in patterns:
+        assert re.search(pattern, out, re.MULTILINE), f"no line matches {pattern!r} in:\n{out}"
+
+
+@pytest.mark.postgres
+def test_ledger_runs_as_a_script() -> None:
+    # As `make bench-ledger` runs it: a file path, so bench/ comes first on sys.path.
+    out = run("bench/ledger.py", "--server", PG_SERVER, "--jobs", "1000", "--work-jobs", "200",
+              "--workers", "1", "--claim-batch", "10", timeout=60)
+    assert_prints(out, r"^bulk submit: +1,000 jobs in +[\d.]+ s = +[\d,]+ jobs/s$",
+                  r"^claim→complete: +200 jobs, 1 workers, claim batch 10: +[\d.]+ s = "
+                  r"+[\d,]+ jobs/s$")
+
+
+@pytest.mark.postgres
+def test_intake() -> None:
+    out = run("-m", "bench.intake", "--lines", "1000", "--redis-db", str(REDIS_DB["intake"]),
+              timeout=60)
+    assert_prints(out, r"^every job recorded and queued: [\d.]+ s = [\d,]+ lines/s "
+                       r"\(in the ledger: queued 1,000\)$",
+                  r"^every message published: [\d.]+ s \(1,000 messages in Redis\)$")
+
+
+@pytest.mark.postgres
+def test_orchestration() -> None:
+    out = run("-m", "bench.orchestration", "--jobs", "20", "--processes", "1",
+              "--redis-db", str(REDIS_DB["orchestration"]), timeout=60)
+    assert_prints(out, r"succeeded 20, worker processes: 1 ",
+                  r"^first claim -> last completion: [\d.]+ s = [\d,]+ jobs/s = [\d,]+ jobs/s "
+                  r"per worker process$")
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(240)
+def test_end_to_end() -> None:
+    out = run("-m", "bench.end_to_end", "--count", "2", "--processes", "1",
+              "--redis-db", str(REDIS_DB["end_to_end"]), timeout=150)
+    assert_prints(out, r"^distributed \(S3 \+ Celery x1 \+ Triton\): [\d.]+ img/s$",
+                  r"^ratio distributed / in process: \d+\.\d\d$",
+                  r"^  infer +[\d.]+ +[\d.]+%$")
+
+
+def test_vs_rembg(models_dir: Path, tmp_path: Path) -> None:
+    out = run("-m", "bench.vs_rembg", "--count", "2", "--rounds", "1", "--side", "320",
+              "--floor-seconds", "0.5", "--models-dir", str(models_dir),
+              "--rembg-home", str(tmp_path / "rembg-home"), timeout=60)
+    assert_prints(out, r"^ratio clipline/rembg: \d+\.\d\d ",
+                  r"^masks, clipline against rembg, 2 images: IoU mean [01]\.\d{4} ")
+
+
+def test_fidelity_with_rembg(models_dir: Path, tmp_path: Path) -> None:
+    out = run("-m", "bench.fidelity", "--rembg", "--count", "2", "--models-dir", str(models_dir),
+              "--rembg-home", str(tmp_path / "rembg-home"), timeout=60)
+    # The mean row: four figures for clipline, then four for rembg.
+    assert_prints(out, r"^mean +2(?: +[01]\.\d{4}){8}$")
+
+
+def test_each_run_has_a_redis_database_no_other_test_module_uses() -> None:
+    taken: dict[int, list[str]] = {}
+    for path in [*(REPO / "tests").rglob("*.py"), *(REPO / "bench").glob("*.py")]:
+        if path != Path(__file__):
+            text = path.read_text()
+            # A cluster's database (or distkit's default), or a benchmark's default.
+            numbers = re.findall(r"redis_db(?:: int)? ?= ?(\d+)", text)
+            numbers += re.findall(r'"--redis-db", type=int, default=(\d+)', text)
+            for number in numbers:
+                taken.setdefault(int(number), []).append(str(path.relative_to(REPO)))
+    mine = set(REDIS_DB.values())
+    assert len(mine) == len(REDIS_DB)
+    assert {n: taken[n] for n in mine if n in taken} == {}
