@@ -105,6 +105,9 @@ def finish(
         "bytes": len(data),
         "content_type": options.content_type,
     }
+    if info.warnings:
+        # Damage the decoder tolerated (unreadable EXIF, an ignored PNG chunk): one sentence each.
+        metadata["decode_warnings"] = list(info.warnings)
     return Cutout(data, options.content_type, options.extension, metadata)
 
 

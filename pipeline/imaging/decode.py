@@ -1,6 +1,7 @@
 """Safe decoding: untrusted bytes in, upright 8-bit sRGB pixels out, or a typed permanent error.
 
-Pure: no file or network I/O, no global Pillow state written. Entry points::
+Pure: no file or network I/O, no global Pillow state written (the warnings filters are swapped,
+under a lock, while headers are parsed: see :mod:`pipeline.imaging.metadata`). Entry points::
 
     probe(data, limits)                 ImageInfo, from the header only (no pixels decoded)
     check(info, limits)                 the header-level refusals decode would make
@@ -16,9 +17,11 @@ What is refused (each a ``PermanentError`` leaf):
 * a real image outside the ``formats`` allowlist → ``UnsupportedFormat``, naming the format. SVG is
   refused the same way (it is an image, but a vector one: rasterise it upstream). GIF is known but
   not allowed by default; add ``"GIF"`` to ``formats`` to accept still GIFs;
-* a header that cannot be parsed, pixel data that is truncated or damaged → ``CorruptImage``.
-  Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False (a truncated file would otherwise
-  decode with its missing part grey); decoding refuses to run if some other code set it;
+* damage to what the pixels depend on → ``CorruptImage``, naming the part: "PNG header is damaged:
+  ...", "TIFF frame headers are damaged: ...", "JPEG image data is truncated or damaged: ...",
+  "PNG image data (IDAT) is damaged: CRC mismatch ...", "PNG IHDR chunk is damaged (CRC mismatch)"
+  (also PLTE, IEND). Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False (a truncated
+  file would otherwise decode grey where data is missing); decoding refuses to run if it is set;
 * more than one frame (animated GIF / WebP / APNG, multi-page TIFF) → ``UnsupportedFormat``.
   Taking the first frame of an animation would cut out a picture nobody chose. A JPEG carrying
   extra MPF pictures (camera previews) is not refused: its primary picture is decoded;
@@ -30,12 +33,23 @@ What is refused (each a ``PermanentError`` leaf):
   the process turns warnings into errors) is reported as ``TooManyPixels``;
 * a pixel mode outside :data:`pipeline.imaging.colour.SUPPORTED_MODES` → ``UnsupportedMode``.
 
+What is lenient (the image decodes; ``ImageInfo.warnings`` says what was tolerated, one sentence
+each, which ``pipeline.process`` puts in the result's ``decode_warnings``):
+
+* unreadable metadata (EXIF without its TIFF byte-order mark, a truncated IFD, an offset past the
+  end; an orientation out of 1-8 or of the wrong type) in a JPEG, PNG eXIf, WebP, TIFF or XMP →
+  orientation 1, the same whether or not warnings are errors (:mod:`pipeline.imaging.metadata`);
+* a PNG ancillary chunk (pHYs, tEXt, iCCP, eXIf, ...) with a bad CRC or malformed data, before or
+  after the image data → ignored; a PNG whose file ends after the image data
+  (:mod:`pipeline.imaging.png_chunks`);
+* an unusable ICC profile (a damaged iCCP chunk too) → sRGB assumed, ``colour``
+  "invalid_ignored"; with ``DecodeLimits.invalid_icc="reject"`` it is a ``CorruptImage``.
+
 Then: modes are converted as :mod:`pipeline.imaging.colour` documents, ICC profiles to sRGB, and the
-EXIF orientation (1-8; other values are out of the spec and read as 1) is applied, so widths and
-heights are upright (swapped for orientations 5-8).
+EXIF orientation is applied, so widths and heights are upright (swapped for orientations 5-8).
 
 For the model the decoder asks JPEG for DCT scaling (``Image.draft``: 1/2, 1/4 or 1/8 size, never
-smaller than the model input), then resizes bilinearly to exactly (h, w), ignoring the aspect ratio
+smaller than the model input), then resizes (LANCZOS) to exactly (h, w), ignoring the aspect ratio
 as rembg does, because that is what the model was trained on. Transparent sources are composited
 over white: the colour under fully transparent pixels is arbitrary (often black), and white is what
 a person sees on a product page. rembg instead drops alpha; for opaque sources both agree.
@@ -44,10 +58,8 @@ a person sees on a product page. rembg instead drops alpha; for opaque sources b
 from __future__ import annotations
 
 import io
-import re
-import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -77,6 +89,9 @@ from pipeline.imaging.colour import (
     normalise_mode,
     to_srgb,
 )
+from pipeline.imaging.metadata import PILLOW_DAMAGE, recorded_warnings, stored_size, upright
+from pipeline.imaging.metadata import orientation as read_orientation
+from pipeline.imaging.png_chunks import screen
 from pipeline.imaging.sniff import sniff
 
 # Pillow's own class per allowed format: opening through it parses the header and nothing else.
@@ -90,26 +105,6 @@ _READERS: dict[str, type[ImageFile.ImageFile]] = {
 }
 DEFAULT_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP"})
 SUPPORTED_FORMATS: frozenset[str] = frozenset(_READERS)
-
-# Vendor exceptions that mean "these bytes are damaged" once the format is known. Pillow reports
-# metadata it skips (bad TIFF tags, short EXIF) as UserWarning: where the process turns warnings
-# into errors (tests do) that is damage too; otherwise the warning goes to the warnings system.
-_DAMAGE = (
-    OSError, SyntaxError, ValueError, TypeError, EOFError, IndexError, KeyError, struct.error,
-    UserWarning,
-)
-
-_ORIENTATION_TAG = 0x0112
-_XMP_ORIENTATION = re.compile(r'tiff:Orientation(="|>)([0-9])')
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 
 
 @dataclass(frozen=True)
@@ -142,7 +137,11 @@ DEFAULT_LIMITS = DecodeLimits()
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What the header says; ``size`` is (width, height) as stored, before orientation."""
+    """What the header says; ``size`` is (width, height) as stored, before orientation.
+
+    ``warnings`` says, one sentence each, what damage was tolerated: metadata that could not be
+    read (the orientation then 1), a PNG chunk that was ignored, an ICC profile that was not used.
+    """
 
     format: str
     mode: str
@@ -150,6 +149,7 @@ class ImageInfo:
     frames: int
     orientation: int
     has_icc: bool
+    warnings: tuple[str, ...] = ()
 
     @property
     def pixels(self) -> int:
@@ -196,11 +196,17 @@ def _pillow_errors(what: str) -> Iterator[None]:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise TooManyPixels(f"Pillow's own pixel guard refused the image: {exc}") from exc
-    except _DAMAGE as exc:
+    except PILLOW_DAMAGE as exc:
         raise CorruptImage(f"{what}: {exc}") from exc
 
 
-def _open(data: bytes, limits: DecodeLimits) -> ImageFile.ImageFile:
+def _open(
+    data: bytes, limits: DecodeLimits, notes: list[str], *, pixels: bool = True
+) -> tuple[ImageFile.ImageFile, frozenset[str]]:
+    """The image with its header parsed, and the PNG chunk types dropped as damaged.
+
+    ``pixels=False`` screens a PNG's chunks up to its image data only (what ``probe`` reads).
+    """
     if len(data) > limits.max_bytes:
         raise ObjectTooLarge(f"{len(data)} bytes is over the limit of {limits.max_bytes}")
     fmt = sniff(data)
@@ -208,47 +214,37 @@ def _open(data: bytes, limits: DecodeLimits) -> ImageFile.ImageFile:
         raise UnsupportedFormat(
             f"{fmt} is not an allowed format (allowed: {', '.join(sorted(limits.formats))})"
         )
-    with _pillow_errors(f"{fmt} header is damaged"):
-        return _READERS[fmt](io.BytesIO(data))
+    dropped: frozenset[str] = frozenset()
+    if fmt == "PNG":
+        screened = screen(data, image_data=pixels)
+        data, dropped = screened.data, screened.dropped
+        notes.extend(screened.warnings)
+    with _pillow_errors(f"{fmt} header is damaged"), recorded_warnings(fmt, notes):
+        return _READERS[fmt](io.BytesIO(data)), dropped
 
 
-def _orientation(im: ImageFile.ImageFile) -> int:
-    """EXIF (or XMP) orientation from what has been parsed so far; no pixel is decoded.
-
-    ``getexif`` is not used: PNG's loads the whole image to look for a late eXIf chunk.
-    """
-    with _pillow_errors("EXIF data is damaged"):
-        if isinstance(im, TiffImagePlugin.TiffImageFile):
-            value = im.tag_v2.get(_ORIENTATION_TAG, 1)
-        else:
-            exif = Image.Exif()
-            raw = im.info.get("exif")
-            if isinstance(raw, bytes):
-                exif.load(raw)
-            xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
-            value = exif.get(_ORIENTATION_TAG) or _xmp_orientation(xmp)
-    return value if isinstance(value, int) and value in range(1, 9) else 1
+def _undecodable_icc(im: ImageFile.ImageFile) -> bool:
+    """A PNG iCCP chunk whose zlib data Pillow could not inflate (it then stores None)."""
+    return im.format == "PNG" and "icc_profile" in im.info and not im.info["icc_profile"]
 
 
-def _xmp_orientation(xmp: object) -> int:
-    if not xmp:
-        return 1
-    text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else str(xmp)
-    match = _XMP_ORIENTATION.search(text)
-    return int(match[2]) if match else 1
-
-
-def _info(im: ImageFile.ImageFile) -> ImageInfo:
-    with _pillow_errors(f"{im.format} header is damaged"):
-        # Counting frames walks the file's frame headers (TIFF IFDs, WebP/APNG chunks).
+def _info(im: ImageFile.ImageFile, notes: list[str]) -> ImageInfo:
+    fmt = str(im.format)
+    # Counting frames walks the file's frame headers (TIFF IFDs, WebP/APNG chunks).
+    with _pillow_errors(f"{fmt} frame headers are damaged"), recorded_warnings(fmt, notes):
         frames = int(getattr(im, "n_frames", 1))
+    orientation = read_orientation(im, notes)
+    if _undecodable_icc(im):
+        notes.append("PNG iCCP chunk's profile cannot be decompressed; it was ignored "
+                     "(no ICC profile: sRGB is assumed)")
     return ImageInfo(
-        format=str(im.format),
+        format=fmt,
         mode=im.mode,
-        size=(int(im.size[0]), int(im.size[1])),
+        size=stored_size(im),
         frames=frames,
-        orientation=_orientation(im),
+        orientation=orientation,
         has_icc=bool(im.info.get("icc_profile")),
+        warnings=tuple(dict.fromkeys(notes)),
     )
 
 
@@ -271,9 +267,24 @@ def probe(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> ImageInfo:
 
     Raises what stops the description (``ObjectTooLarge``, ``NotAnImage``, ``UnsupportedFormat``
     for a format outside the allowlist, ``CorruptImage``) but not what :func:`check` refuses, so
-    a caller can see the size of an image that is too large.
+    a caller can see the size of an image that is too large. ``warnings`` covers the header only.
     """
-    return _info(_open(data, limits))
+    notes: list[str] = []
+    im, _ = _open(data, limits, notes, pixels=False)
+    return _info(im, notes)
+
+
+def _colour(
+    im: Image.Image, lost_icc: bool, limits: DecodeLimits, notes: list[str]
+) -> tuple[Image.Image, Colour]:
+    """Modes normalised, ICC applied; a profile lost with its damaged PNG chunk is invalid."""
+    icc = im.info.get("icc_profile")
+    rgb, colour = to_srgb(normalise_mode(im), icc if isinstance(icc, bytes) else None,
+                          limits.invalid_icc)
+    if colour == "invalid_ignored":
+        notes.append("The embedded ICC profile is unreadable or does not fit the pixels; it was "
+                     "ignored (sRGB is assumed)")
+    return rgb, "invalid_ignored" if lost_icc else colour
 
 
 def _load(
@@ -282,27 +293,34 @@ def _load(
     """Header, checks, pixels (DCT-scaled where allowed), modes, colour, orientation."""
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
-    im = _open(data, limits)
-    info = _info(im)
+    notes: list[str] = []
+    im, dropped = _open(data, limits, notes)
+    info = _info(im, notes)
     check(info, limits)
+    lost_icc = "iCCP" in dropped or _undecodable_icc(im)
+    if lost_icc and limits.invalid_icc == "reject":
+        raise CorruptImage("PNG iCCP chunk (the ICC profile) is damaged, and invalid ICC "
+                           "profiles are refused")
     if draft_to is not None and info.format == "JPEG":
         w, h = draft_to
         # draft works on the stored picture, before orientation swaps the axes.
         with _pillow_errors("JPEG header is damaged"):
             im.draft("RGB", (h, w) if info.orientation >= 5 else (w, h))
-    with _pillow_errors(f"{info.format} pixel data is truncated or damaged"):
+    data_label = "PNG image data (IDAT)" if info.format == "PNG" else f"{info.format} image data"
+    # Pillow's TIFF loader parses the EXIF IFDs again (and, if new enough, applies orientation).
+    tiff = recorded_warnings("TIFF", notes) if info.format == "TIFF" else nullcontext()
+    with _pillow_errors(f"{data_label} is truncated or damaged"), tiff:
         im.load()
+    orientation = info.orientation
     if info.format == "PNG":
         # An eXIf chunk may follow the pixel data; it is read only now.
-        info = replace(info, orientation=_orientation(im))
+        orientation = read_orientation(im, notes)
     if im.size[0] * im.size[1] > limits.max_pixels:
         # A GIF may grow its canvas to fit its frame: the limit applies to what was allocated.
         raise TooManyPixels(f"{info.format} canvas grew to {im.size[0]}x{im.size[1]}")
-    icc = im.info.get("icc_profile")
-    rgb, colour = to_srgb(normalise_mode(im), icc if isinstance(icc, bytes) else None,
-                          limits.invalid_icc)
-    method = _TRANSPOSE.get(info.orientation)
-    return (rgb.transpose(method) if method is not None else rgb), info, colour
+    rgb, colour = _colour(im, lost_icc, limits, notes)
+    info = replace(info, orientation=orientation, warnings=tuple(dict.fromkeys(notes)))
+    return upright(rgb, im, orientation), info, colour
 
 
 def decode(

@@ -83,9 +83,83 @@ def exif_rotated(orientation: int, width: int = 40, height: int = 60) -> bytes:
     return encode(stored, "JPEG", quality=95, exif=exif.tobytes())
 
 
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+def _png_chunk(kind: bytes, payload: bytes, *, bad_crc: bool = False) -> bytes:
+    crc = zlib.crc32(kind + payload) ^ (0xFFFFFFFF if bad_crc else 0)
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def png_chunks(png: bytes) -> list[bytes]:
+    """The chunks of a well-formed PNG after its signature, each whole (length, type, data, CRC)."""
+    chunks, pos = [], 8
+    while pos < len(png):
+        (length,) = struct.unpack_from(">I", png, pos)
+        chunks.append(png[pos : pos + 12 + length])
+        pos += 12 + length
+    return chunks
+
+
+def png_offset(png: bytes, kind: bytes) -> int:
+    """Byte offset of the first ``kind`` chunk (its length field)."""
+    return png.index(kind) - 4
+
+
+def png_bad_crc(png: bytes, kind: bytes) -> bytes:
+    """The PNG with the CRC of its first ``kind`` chunk inverted; data and framing intact."""
+    chunks = png_chunks(png)
+    at = next(i for i, chunk in enumerate(chunks) if chunk[4:8] == kind)
+    chunks[at] = chunks[at][:-4] + bytes(b ^ 0xFF for b in chunks[at][-4:])
+    return png[:8] + b"".join(chunks)
+
+
+def png_insert(png: bytes, kind: bytes, payload: bytes, *, after_idat: bool = False,
+               bad_crc: bool = False) -> bytes:
+    """A chunk added right after IHDR, or right before IEND (``after_idat``)."""
+    chunks = png_chunks(png)
+    at = len(chunks) - 1 if after_idat else 1
+    chunks.insert(at, _png_chunk(kind, payload, bad_crc=bad_crc))
+    return png[:8] + b"".join(chunks)
+
+
+def png_flip_idat_bit(png: bytes, byte: int = 20) -> bytes:
+    """The PNG with one bit flipped in its first IDAT's data, the CRC left as it was."""
+    at = png_offset(png, b"IDAT") + 8 + byte
+    return png[:at] + bytes([png[at] ^ 0x10]) + png[at + 1 :]
+
+
+def exif_block(orientation: int = 6) -> bytes:
+    """An EXIF block as a JPEG APP1 carries it: b"Exif\0\0", then a big-endian TIFF header
+    (b"MM", 42, IFD0 at offset 8) and IFD0 with one entry, the orientation (SHORT)."""
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    data = exif.tobytes()
+    assert data[:8] == b"Exif\x00\x00MM"
+    return data
+
+
+def damaged_exif(damage: str) -> bytes:
+    """:func:`exif_block` with orientation 6, damaged: ``no_byte_order_mark`` (b"MM" gone),
+    ``truncated_ifd`` (cut 5 bytes into IFD0's one 12-byte entry), ``ifd_past_end`` (IFD0's
+    offset points past the end of the block)."""
+    good = exif_block(6)
+    if damage == "no_byte_order_mark":
+        return good[:6] + b"XX" + good[8:]
+    if damage == "truncated_ifd":
+        return good[: 6 + 8 + 2 + 5]
+    if damage == "ifd_past_end":
+        return good[:10] + struct.pack(">I", 0xFFFF) + good[14:]
+    raise ValueError(damage)
+
+
+def tiff_with_orientation_entry(typ: int, count: int, value: bytes,
+                                picture: Image.Image | None = None) -> bytes:
+    """A little-endian TIFF of ``picture`` (default :func:`top_bright` 40x60, upright) whose
+    orientation entry (tag 274) has the given type, count and 4-byte value field, as no writer
+    would make it."""
+    tags = {EXIF_ORIENTATION: 1}
+    data = encode(picture or top_bright(40, 60), "TIFF", tiffinfo=tags)
+    entry = struct.pack("<HHI", EXIF_ORIENTATION, 3, 1) + b"\x01\x00\x00\x00"
+    assert data.count(entry) == 1
+    return data.replace(entry, struct.pack("<HHI", EXIF_ORIENTATION, typ, count) + value)
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -225,6 +299,16 @@ def _build() -> dict[str, Case]:
         "gif_still": Case(encode(Image.new("RGB", (12, 10), (0, 0, 255)), "GIF"), "still.gif",
                           UnsupportedFormat, note="GIF is outside the default allowlist"),
         "tiff_lab": Case(encode(lab, "TIFF"), "lab.tif", UnsupportedMode),
+        "exif_no_byte_order_mark": Case(
+            encode(top_bright(40, 60), "JPEG", exif=damaged_exif("no_byte_order_mark")),
+            "phone.jpg", None, (40, 60), False, "orientation 1 and a warning: the EXIF is damaged",
+        ),
+        "png_phys_bad_crc": Case(png_bad_crc(encode(top_bright(40, 60), "PNG", dpi=(72, 72)),
+                                             b"pHYs"),
+                                 "scan.png", None, (40, 60), False,
+                                 "the pHYs chunk is ignored with a warning"),
+        "png_ihdr_bad_crc": Case(png_bad_crc(encode(top_bright(40, 60), "PNG"), b"IHDR"),
+                                 "broken.png", CorruptImage),
     }
     return cases
 

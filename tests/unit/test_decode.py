@@ -261,7 +261,9 @@ def test_orientation_outside_the_spec_is_read_as_1() -> None:
     exif = Image.Exif()
     exif[EXIF_ORIENTATION] = 9
     data = encode(top_bright(40, 60), "JPEG", exif=exif.tobytes())
-    assert decode(data).size == (40, 60)
+    decoded = decode(data)
+    assert (decoded.size, decoded.info.orientation) == ((40, 60), 1)
+    assert decoded.info.warnings == ("EXIF orientation 9 is not 1-8; orientation 1 assumed",)
 
 
 def test_png_exif_after_the_pixel_data_is_applied() -> None:

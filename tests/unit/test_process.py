@@ -17,7 +17,7 @@ from pipeline.jobs import Job, JobStatus
 from pipeline.options import OutputOptions
 from pipeline.process import cut_out, output_key, process_job
 from tests.pictures import square
-from tests.unit.corpus import CASES, exif_rotated
+from tests.unit.corpus import CASES, exif_rotated, png_insert
 
 
 def red_square(size: tuple[int, int] = (400, 300)) -> bytes:
@@ -124,3 +124,19 @@ def test_process_job_invalid_options_are_refused_before_any_work() -> None:
 def test_exif_helper_makes_a_sideways_file() -> None:
     data = exif_rotated(6)
     assert Image.open(io.BytesIO(data)).getexif().get(0x0112) == 6
+
+
+def test_decode_warnings_reach_the_job_result_metadata() -> None:
+    store = MemoryStore()
+    # A tEXt chunk whose CRC does not match, before the image data: ignored, with a warning.
+    damaged = png_insert(square((40, 30), (10, 10, 30, 20)), b"tEXt", b"Comment\x00hi",
+                         bad_crc=True)
+    store.put("in", "shoes/red.png", damaged, content_type="image/png")
+    result = process_job(_job(), store, FakeSegmenter(), output_bucket="out")
+    assert result["decode_warnings"] == ["PNG tEXt chunk has a bad CRC; the chunk was ignored"]
+    assert result["source"]["size"] == [40, 30]
+
+
+def test_sound_source_gives_no_decode_warnings() -> None:
+    cut = cut_out(red_square(), OutputOptions(), FakeSegmenter(), model="fake")
+    assert "decode_warnings" not in cut.metadata
