@@ -6,6 +6,24 @@ job, keyed by its path, size and modification time and the output options, so a 
 ``DST/.clipline/lock`` at a time; holding it, a run knows every lease left in the ledger belongs
 to a run that died, and takes those jobs back at start.
 
+**Output names** are unique by construction (``pipeline.run_names`` has the whole rule):
+``a/b.jpg`` → ``a/b.png``; when images of one folder share a stem (``shoe.jpg`` and
+``shoe.png``, compared ignoring case) each keeps its extension too (``shoe.jpg.png``,
+``shoe.png.png``); a name still wanted twice is refused (``output_collision``) for every source
+but the first in sorted order. An output file recorded by a job of another source (another
+SRC into the same DST, or a source that has left) is never overwritten: that job fails with
+``output_collision``. A source run again with other options replaces its own cut-out.
+
+**File names are data:** a file the ledger cannot key (not UTF-8, a control character, too
+long) or cannot look at, and a folder that cannot be listed, are refused one by one with a
+reason (``pipeline.run_files``); they are reported and counted, never fatal.
+
+**A job's history follows the file's current version.** The run's batch holds one job per file
+found: the job of its current version (path, size and mtime). Jobs of a superseded version, or
+of a file that has left SRC, are moved to a second batch, the run's history (queued ones are
+cancelled first), so an old failure stops counting once the file has changed, two jobs never
+write one output, and ``clipline status --run DST --batch ID`` counts what the summary counts.
+
 Decoding and encoding run on a thread pool (Pillow and NumPy release the GIL) while the main
 thread feeds the model batches, so the CPU stays busy with both.
 """
@@ -17,30 +35,29 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from pipeline import logs
-from pipeline.errors import ClipError, ModelError
+from pipeline.errors import ClipError, ModelError, UsageError
 from pipeline.imaging.decode import DEFAULT_LIMITS, DecodeLimits
 from pipeline.jobs import BatchCounts, Claim, Job, JobSpec, JobStatus, canonical_json
 from pipeline.options import OutputOptions
 from pipeline.ports import ObjectStore, Segmenter
 from pipeline.process import Prepared, finish, prepare
+from pipeline.run_files import IMAGE_SUFFIXES, Refusal
+from pipeline.run_names import OutputOwners, OutputPlan, Source
 
-# Files named like pictures become jobs. Formats the decoder refuses (SVG, AVIF, HEIC, ...) are
-# included on purpose: the user sees "unsupported_format" for them instead of silence.
-IMAGE_SUFFIXES = frozenset({
-    ".jpg", ".jpeg", ".jfif", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".svg",
-    ".avif", ".heic", ".heif", ".ico", ".psd", ".jp2", ".tga",
-})
+__all__ = ["IMAGE_SUFFIXES", "STATE_DIR", "EmbeddedRun", "RunLocked", "Summary"]
+
 STATE_DIR = ".clipline"
+PAGE = 2000
 log = logs.get(__name__)
 
 
@@ -58,15 +75,29 @@ class RunLedger(Protocol):
     def reap(self, limit: int = ..., *, every_lease: bool = ...) -> Any: ...
     def batch_counts(self, batch_id: uuid.UUID) -> BatchCounts: ...
     def list_jobs(self, **filters: Any) -> list[Job]: ...
+    def cancel(self, job_id: uuid.UUID) -> Any: ...
+    def source_index(self, batch_id: uuid.UUID) -> list[tuple[uuid.UUID, str, str | None,
+                                                             JobStatus]]: ...
+    def move_to_batch(self, job_ids: list[uuid.UUID], batch_id: uuid.UUID) -> int: ...
+    def set_batch_meta(self, batch_id: uuid.UUID, meta: Mapping[str, Any]) -> None: ...
 
 
-class RunLocked(Exception):
+class RunLocked(UsageError):
     """Another run is writing into the same output folder."""
+
+    reason = "run_locked"
+
+
+class OutputFolderUnusable(UsageError):
+    """DST (or its ``.clipline`` state folder) cannot be created or written."""
+
+    reason = "output_folder_unusable"
 
 
 @dataclass
 class Summary:
     total: int = 0
+    """Files with a job: one per image file found whose name the ledger can hold."""
     already_done: int = 0
     succeeded: int = 0
     failed: dict[str, int] = field(default_factory=dict)
@@ -76,31 +107,23 @@ class Summary:
     batch_id: uuid.UUID | None = None
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     """(key, reason, message) of the first few dead jobs."""
+    refused: list[Refusal] = field(default_factory=list)
+    """Files and folders of SRC that are not jobs (``pipeline.run_files``)."""
 
     @property
     def processed(self) -> int:
         return self.succeeded + sum(self.failed.values())
 
+    @property
+    def refused_by_reason(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for refusal in self.refused:
+            counts[refusal.reason] = counts.get(refusal.reason, 0) + 1
+        return counts
 
-def find_images(src: Path) -> tuple[list[str], int]:
-    """Relative POSIX paths of the image files under ``src`` (sorted), and how many other files
-    were passed over. Hidden files and folders are ignored."""
-    found, skipped = [], 0
-    for root, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                found.append(Path(root, name).relative_to(src).as_posix())
-            else:
-                skipped += 1
-    return found, skipped
-
-
-def output_name(key: str, options: OutputOptions) -> str:
-    """``shoes/red.jpg`` → ``shoes/red.png``: outputs mirror input names."""
-    return str(PurePosixPath(key).with_suffix(options.extension))
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.refused or self.remaining)
 
 
 def batch_id_for(src: Path, options: OutputOptions, model: str) -> uuid.UUID:
@@ -109,11 +132,20 @@ def batch_id_for(src: Path, options: OutputOptions, model: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, "clipline-run:" + ident)
 
 
+def history_id_for(batch_id: uuid.UUID) -> uuid.UUID:
+    """The batch that keeps the jobs of superseded versions of ``batch_id``'s files."""
+    return uuid.uuid5(batch_id, "superseded")
+
+
 @contextmanager
 def run_lock(dst: Path) -> Iterator[None]:
     state = dst / STATE_DIR
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state / "lock", "w") as handle:
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        handle = open(state / "lock", "w")  # noqa: SIM115 - held for the whole block
+    except OSError as exc:
+        raise OutputFolderUnusable(f"cannot write into DST {dst}: {exc.strerror}") from exc
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -134,16 +166,60 @@ class EmbeddedRun:
     limits: DecodeLimits = DEFAULT_LIMITS
     on_progress: Callable[[int], None] = lambda n: None
     worker: str = field(default_factory=lambda: f"embedded-{os.getpid()}")
+    plan: OutputPlan = field(default_factory=lambda: OutputPlan({}, {}))
+    owners: OutputOwners = field(default_factory=lambda: OutputOwners(list))
 
-    def submit(self, src: Path, keys: list[str], options: OutputOptions,
+    def submit(self, src: Path, files: Mapping[str, str], options: OutputOptions,
                batch_id: uuid.UUID) -> None:
+        """One job per file (``files``: key → version); the ledger folds in what it has."""
         self.ledger.create_batch(label=f"run {src}", batch_id=batch_id)
         normalised = options.normalised()
+        bucket = str(src.resolve())
         self.ledger.submit_many(
-            (JobSpec(str(src.resolve()), key, _version(src / key), normalised, self.model)
-             for key in keys),
+            (JobSpec(bucket, key, version, normalised, self.model)
+             for key, version in files.items()),
             batch_id=batch_id,
         )
+
+    def supersede(self, src: Path, batch_id: uuid.UUID, files: Mapping[str, str]) -> int:
+        """Leave in the batch only the job of each file's current version: move the others
+        (superseded versions, files gone from SRC) to the history batch, cancelling queued
+        ones first, and bring back a current version's job filed there before (a file put
+        back as it was). Returns how many jobs moved out."""
+        history = history_id_for(batch_id)
+        stale, current = [], set()
+        for job_id, key, version, status in self.ledger.source_index(batch_id):
+            if files.get(key) == version:
+                current.add(key)
+                continue
+            if status is JobStatus.QUEUED or status is JobStatus.RUNNING:
+                self.ledger.cancel(job_id)
+            stale.append(job_id)
+        if stale:
+            self.ledger.create_batch(label=f"run {src}: superseded versions", batch_id=history)
+            self.ledger.move_to_batch(stale, history)
+            log.info("jobs_superseded", batch_id=str(batch_id), count=len(stale))
+        if len(current) < len(files):
+            back = [job_id for job_id, key, version, _ in self.ledger.source_index(history)
+                    if key not in current and files.get(key) == version]
+            self.ledger.move_to_batch(back, batch_id)
+        for job in self.ledger.list_jobs(batch_id=history, status=JobStatus.QUEUED,
+                                         limit=10_000):
+            self.ledger.cancel(job.id)  # re-driven by hand: a superseded version is not run
+        return len(stale)
+
+    def recorded_outputs(self) -> Iterator[tuple[str, Source]]:
+        """(output, source) of every succeeded job of this DST's ledger, oldest finish first:
+        what ``OutputOwners`` loads."""
+        done: list[Job] = []
+        after = None
+        while page := self.ledger.list_jobs(status=JobStatus.SUCCEEDED, after=after,
+                                            limit=PAGE):
+            done.extend(j for j in page if j.result and j.result.get("output"))
+            after = page[-1].id
+        done.sort(key=lambda j: (j.finished_at or j.updated_at, j.id))
+        for job in done:
+            yield str(job.result["output"]), (job.bucket, job.key)  # type: ignore[index]
 
     def drain(self, batch_id: uuid.UUID, dst: Path) -> None:
         """Process until no job of the batch is due; failures are recorded, never raised."""
@@ -155,7 +231,7 @@ class EmbeddedRun:
                 if want > 0:
                     for claim in self.ledger.claim_next(want, worker=self.worker,
                                                         batch_id=batch_id):
-                        inflight.append((claim, pool.submit(self._prepare, claim)))
+                        inflight.append((claim, pool.submit(self._prepare, claim, dst)))
                 if not inflight:
                     break
                 batch = [inflight.popleft() for _ in range(min(self.batch_size, len(inflight)))]
@@ -164,8 +240,10 @@ class EmbeddedRun:
             for f in finishing:
                 f.result()
 
-    def _prepare(self, claim: Claim) -> Prepared:
+    def _prepare(self, claim: Claim, dst: Path) -> Prepared:
         job = claim.job
+        name = self.plan.name_for(job.key)  # before any work: a refused name fails at once
+        self.owners.check(name, (job.bucket, job.key), exists=os.path.lexists(dst / name))
         return prepare(self.store.get(job.bucket, job.key), self.segmenter.input_size,
                        self.limits)
 
@@ -199,11 +277,12 @@ class EmbeddedRun:
         try:
             options = OutputOptions.parse(job.options)
             cut = finish(prepared, mask, options, model=self.model)
-            name = output_name(job.key, options)
+            name = self.plan.name_for(job.key)
             with prepared.timings.stage("put"):
                 self.store.put(str(dst), name, cut.data, content_type=cut.content_type)
             result = {**cut.metadata, "output": name, "timings_ms": prepared.timings.ms()}
             self.ledger.complete(job.id, claim.token, result)
+            self.owners.record(name, (job.bucket, job.key))
         except Exception as exc:  # noqa: BLE001 - the outer edge: every failure is recorded
             self._fail(claim, exc)
             return
@@ -227,8 +306,3 @@ def _settled(future: Future[None]) -> bool:
         return True
     return False
 
-
-def _version(path: Path) -> str:
-    """A file's version: changed bytes (size or mtime) make a new job, the same file does not."""
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"

@@ -1,17 +1,28 @@
 """An ``ObjectStore`` over local folders: a bucket is a folder, a key a relative path in it.
 
 Writes are atomic (a temporary file renamed into place), so a crash never leaves half a cut-out
-under the final name, and a retry simply replaces the file.
+under the final name, and a retry simply replaces the file. The temporary file's name is short
+(``.<start of the name>.<random>.part``), so any name the file system takes can be written.
+A name it refuses as too long (255 bytes per component on most) is ``OutputNameTooLong``, and
+a folder or file in the way of the output is ``OutputCollision``: both permanent.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.errors import AccessDenied, ObjectMissing, ObjectTooLarge, StorageUnavailable
+from pipeline.errors import (
+    AccessDenied,
+    ObjectMissing,
+    ObjectTooLarge,
+    OutputCollision,
+    OutputNameTooLong,
+    StorageUnavailable,
+)
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
@@ -50,7 +61,8 @@ class FileStore:
         path = self.path(bucket, key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:32]}.",
+                                       suffix=".part")
             try:
                 with os.fdopen(fd, "wb") as out:
                     out.write(data)
@@ -61,4 +73,16 @@ class FileStore:
         except PermissionError as exc:
             raise AccessDenied(f"cannot write {path}") from exc
         except OSError as exc:
-            raise StorageUnavailable(f"writing {path}: {exc}") from exc
+            raise _write_error(path, exc) from exc
+
+
+def _write_error(path: Path, exc: OSError) -> Exception:
+    """The typed failure for an ``OSError`` met writing ``path``."""
+    if exc.errno == errno.ENAMETOOLONG:
+        longest = max(len(os.fsencode(part)) for part in path.parts)
+        return OutputNameTooLong(f"cannot write {path}: the name is too long for the file "
+                                 f"system ({longest} bytes in its longest part)")
+    if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY):
+        return OutputCollision(f"cannot write {path}: {exc.strerror} (a folder or a file of "
+                               "that name is in the way)")
+    return StorageUnavailable(f"writing {path}: {exc}")

@@ -144,6 +144,36 @@ class LedgerQueries:
             reasons = {r or "unknown": n for r, n in conn.execute(by_reason)}
         return BatchCounts(by_status=statuses, dead_by_reason=reasons)
 
+    def source_index(self, batch_id: uuid.UUID) -> list[tuple[uuid.UUID, str, str | None,
+                                                             JobStatus]]:
+        """(id, key, version, status) of every job of the batch, oldest first: a lean
+        ``list_jobs`` for an embedded run to compare its batch with the files it finds."""
+        query = (select(jobs.c.id, jobs.c.source_key, jobs.c.source_version, jobs.c.status)
+                 .where(jobs.c.batch_id == batch_id).order_by(jobs.c.id))
+        with translated(), self.engine.connect() as conn:
+            return [(i, k, v, JobStatus(s)) for i, k, v, s in conn.execute(query)]
+
+    def move_to_batch(self, job_ids: Sequence[uuid.UUID], batch_id: uuid.UUID) -> int:
+        """Put jobs into another (existing) batch, status unchanged; each move is a job event
+        ``moved``. An embedded run files a file's superseded versions apart so that its batch
+        holds one job per file. Returns how many moved."""
+        now = self.clock.now()
+        moved = 0
+        with translated(), self.engine.begin() as conn:
+            for start in range(0, len(job_ids), 500):
+                rows = conn.execute(
+                    update(jobs).where(jobs.c.id.in_(list(job_ids[start:start + 500])))
+                    .values(batch_id=batch_id, updated_at=now)
+                    .returning(jobs.c.id, jobs.c.status, jobs.c.attempts)
+                ).all()
+                record(conn, [
+                    {"job_id": i, "at": now, "action": "moved", "from_status": s,
+                     "to_status": s, "attempt": a, "worker": None}
+                    for i, s, a in rows
+                ])
+                moved += len(rows)
+        return moved
+
     def ping(self) -> None:
         """One round trip to the database (readiness checks)."""
         with translated(), self.engine.connect() as conn:

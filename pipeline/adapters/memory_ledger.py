@@ -299,6 +299,23 @@ class MemoryLedger:
                  and (after is None or j.id > after)]
         return found[:limit]
 
+    def source_index(self, batch_id: uuid.UUID) -> list[tuple[uuid.UUID, str, str | None,
+                                                             JobStatus]]:
+        return [(j.id, j.key, j.version, j.status)
+                for j in sorted(self._jobs.values(), key=lambda j: j.id)
+                if j.batch_id == batch_id]
+
+    def move_to_batch(self, job_ids: Sequence[uuid.UUID], batch_id: uuid.UUID) -> int:
+        moved = 0
+        with self._lock:
+            for job_id in job_ids:
+                job = self._jobs.get(job_id)
+                if job is not None:
+                    self._put(replace(job, batch_id=batch_id, updated_at=self.clock.now()),
+                              "moved", job.status)
+                    moved += 1
+        return moved
+
     def events(self, job_id: uuid.UUID) -> list[JobEvent]:
         return list(self._events.get(job_id, []))
 

@@ -10,6 +10,15 @@ from pydantic import ValidationError
 from pipeline.cli import db, demo, jobs, models, tenants, triton
 from pipeline.cli import run as run_command
 from pipeline.errors import ClipError, LedgerRefusal, UsageError
+from pipeline.fields import escaped
+
+try:  # typer 0.22+ carries its own copy of click; older versions use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors  # type: ignore[no-redef]
+
+# `clipline` (or a group) with no arguments prints the help as a usage error (click 8.2+).
+_NO_ARGS = getattr(click_errors, "NoArgsIsHelpError", ())
 
 app = typer.Typer(
     name="clipline",
@@ -31,9 +40,24 @@ app.command("redrive")(jobs.redrive)
 
 
 def main() -> None:
-    """Entry point: a known failure is one clear line on stderr and exit status 2."""
+    """Entry point: a known failure is one clear line on stderr and exit status 2.
+
+    Click runs outside its standalone mode so that its usage errors (a missing argument, an
+    unknown option, a value out of range) are one line too, like every other refusal; help
+    and a command's own exit status are unchanged, and Ctrl-C is exit status 130.
+    """
     try:
-        app()
+        code = app(standalone_mode=False)
+    except _NO_ARGS as exc:
+        exc.show()  # the help, as before
+        sys.exit(exc.exit_code)
+    except click_errors.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "clipline"
+        _fail(f"{exc.format_message()} (see `{where} --help`)", exc.exit_code)
+    except click_errors.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
     except ValidationError as exc:
         problems = "; ".join(
             (f"CLIPLINE_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
@@ -43,8 +67,10 @@ def main() -> None:
         _fail(f"invalid setting: {problems}")
     except (ClipError, LedgerRefusal, UsageError) as exc:
         _fail(f"{exc.reason}: {exc}")
+    sys.exit(code if isinstance(code, int) else 0)
 
 
-def _fail(message: str) -> None:
-    print(f"clipline: {message}", file=sys.stderr)
-    sys.exit(2)
+def _fail(message: str, status: int = 2) -> None:
+    """``clipline: message`` on one line (newlines and control characters escaped)."""
+    print(f"clipline: {escaped(' '.join(message.splitlines()), 4000)}", file=sys.stderr)
+    sys.exit(status)

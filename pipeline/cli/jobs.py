@@ -1,7 +1,9 @@
 """``clipline status`` and ``clipline redrive``: look at jobs and send dead letters back.
 
 Both work on the ledger of the settings (``CLIPLINE_DATABASE_URL``), or on an embedded run's
-ledger with ``--run DST``.
+ledger with ``--run DST``. An embedded run's batch holds one job per file, its current version's
+(superseded versions are filed in a second batch), so ``status --run DST --batch ID`` counts
+what the run's summary counts, refusals included.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any
 
 import typer
 
+from pipeline import fields
 from pipeline.embedded import STATE_DIR
+from pipeline.errors import BatchNotFound
 from pipeline.jobs import DEFAULT_TENANT, JobStatus
 from pipeline.settings import Settings
 
@@ -61,8 +65,23 @@ def status(
             typer.echo(f"{state.value:>10}  {counts[state]}")
         for reason, n in sorted(counts.dead_by_reason.items()):
             typer.echo(f"  dead by {reason}: {n}")
+        if run is not None:
+            _refused(ledger, batch)
     finally:
         ledger.close()
+
+
+def _refused(ledger: Any, batch: uuid.UUID) -> None:
+    """An embedded run's refusals (files and folders that are not jobs), as its last run noted
+    them in the batch: with them, the counts here are the run summary's."""
+    try:
+        meta = ledger.get_batch(batch)["meta"] or {}
+    except BatchNotFound:
+        return
+    for reason, n in sorted((meta.get("refused") or {}).items()):
+        typer.echo(f"  refused by {reason}: {n} (not jobs)")
+    for name in meta.get("refused_names") or []:
+        typer.echo(f"    {fields.escaped(str(name))}")
 
 
 def redrive(

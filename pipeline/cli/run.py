@@ -9,23 +9,28 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from pipeline import bootstrap, logs
+from pipeline import bootstrap, fields, logs
 from pipeline.adapters.file_store import FileStore
 from pipeline.embedded import (
     STATE_DIR,
     EmbeddedRun,
     Summary,
     batch_id_for,
-    find_images,
     run_lock,
 )
-from pipeline.errors import InvalidOptions
+from pipeline.errors import InvalidOptions, UsageError
 from pipeline.jobs import JobStatus
 from pipeline.options import OutputOptions
 from pipeline.ports import Segmenter
+from pipeline.run_files import Scan, SourceUnreadable, scan, shown_name
+from pipeline.run_names import OutputOwners, plan_outputs
 from pipeline.settings import Settings
+
+# A folder path the ledger keeps (as the jobs' bucket) and prints: UTF-8, no control characters.
+FOLDER = fields.TextField("folder", max_bytes=4096, what="a folder path")
 
 # soft_wrap: commands and paths stay on one line, so they can be copied (and parsed).
 console = Console(stderr=True, soft_wrap=True)
@@ -67,11 +72,21 @@ def run(
     batch_size: int = typer.Option(8, min=1, max=256, help="Images per model call."),
     threads: int = typer.Option(0, min=0, help="Decode/encode threads (0: one per CPU)."),
 ) -> None:
-    """Cut out every image under SRC into DST, mirroring names (a/b.jpg → a/b.png).
+    """Cut out every image under SRC into DST, mirroring names: a/b.jpg → a/b.png.
+
+    Output names are unique by construction. When images of one folder share a stem
+    (shoe.jpg, shoe.png, Shoe.webp: case is ignored), each keeps its extension too:
+    shoe.jpg.png, shoe.png.png, Shoe.webp.png. A name still wanted twice goes to the first
+    source in sorted order, and the others fail with output_collision. A cut-out that another
+    source's job recorded (another SRC into the same DST, or a file that has left SRC) is never
+    overwritten (output_collision); a source run again with other options replaces its own.
 
     Resumable: run it again after Ctrl-C, a crash or new files, and it does only what is not
-    done. Files that are not images are reported, not fatal. Summary at the end: done, and
-    failed by reason.
+    done. A changed file is done again, and its old version's failures stop counting. Files
+    that cannot be cut out fail on their own with a reason; files whose names the ledger
+    cannot hold (not UTF-8, control characters) and folders that cannot be read are refused
+    one by one. Summary at the end: done, failed and refused by reason; exit status 1 when
+    anything failed or was refused.
     """
     settings = Settings()
     # The summary lists failures; the console log shows only what the summary cannot.
@@ -86,7 +101,7 @@ def run(
         console.print("interrupted: what finished is kept; run the same command to go on")
         raise typer.Exit(130) from None
     print_summary(summary, dst)
-    if summary.failed or summary.remaining:
+    if not summary.ok:
         raise typer.Exit(1)
 
 
@@ -96,33 +111,57 @@ def run_folder(
     segmenter: Segmenter | None = None,
 ) -> Summary:
     """The embedded run behind ``clipline run``; ``segmenter`` defaults to the settings'."""
-    if dst == src or src in dst.parents:
-        raise InvalidOptions(f"DST {dst} must not be inside SRC {src}")
-    keys, skipped = find_images(src)
+    check_folders(src, dst)
+    try:
+        found = scan(src)
+    except SourceUnreadable as exc:
+        raise UsageError(f"cannot list SRC {src}: {exc.strerror}") from exc
     settings = settings.model_copy(update={"model": model})
     with run_lock(dst):
         ledger = bootstrap.embedded_ledger(dst / STATE_DIR)
         try:
             segmenter = segmenter or bootstrap.segmenter(settings, threads=threads)
-            return _run(ledger, segmenter, src, dst, keys, skipped, options, settings,
+            return _run(ledger, segmenter, src, dst, found, options, settings,
                         batch_size, threads, show_progress)
         finally:
             ledger.close()
 
 
-def _run(ledger: Any, segmenter: Segmenter, src: Path, dst: Path, keys: list[str],
-         skipped: int, options: OutputOptions, settings: Settings, batch_size: int,
-         threads: int, show_progress: bool) -> Summary:
+def check_folders(src: Path, dst: Path) -> None:
+    """Refuse folders the run cannot work with before anything is written."""
+    for what, path in (("SRC", src), ("DST", dst)):
+        problem = fields.text_problem(str(path), FOLDER)
+        if problem:
+            raise InvalidOptions(f"{what} {shown_name(str(path))}: {problem}")
+    if not src.is_dir():
+        raise InvalidOptions(f"SRC {src} is not a folder")
+    if dst == src or src in dst.parents:
+        raise InvalidOptions(f"DST {dst} must not be inside SRC {src}")
+    if dst in src.parents:
+        raise InvalidOptions(f"SRC {src} must not be inside DST {dst}: cut-outs would land "
+                             "among the sources")
+
+
+def _run(ledger: Any, segmenter: Segmenter, src: Path, dst: Path, found: Scan,
+         options: OutputOptions, settings: Settings, batch_size: int, threads: int,
+         show_progress: bool) -> Summary:
     batch = batch_id_for(src, options, settings.model)
     limits = settings.decode_limits
     engine = EmbeddedRun(ledger, FileStore(max_bytes=limits.max_bytes), segmenter,
                          model=settings.model, batch_size=batch_size, threads=threads,
-                         limits=limits)
+                         limits=limits, plan=plan_outputs(found.files, options.extension))
+    engine.owners = OutputOwners(engine.recorded_outputs)
     # We hold the lock: any lease left is from a run that died, and so is any half-written file.
     ledger.reap(every_lease=True)
     for part in dst.rglob(".*.part"):
         part.unlink()
-    engine.submit(src, keys, options, batch)
+    engine.submit(src, found.files, options, batch)
+    engine.supersede(src, batch, found.files)
+    # What is not a job is not in the ledger's counts: the batch notes it for `clipline status`.
+    ledger.set_batch_meta(batch, {
+        "refused": Summary(refused=found.refused).refused_by_reason,
+        "refused_names": [shown_name(r.name) for r in found.refused[:10]],
+    })
     before = ledger.batch_counts(batch)
     todo = before[JobStatus.QUEUED]
     started = time.perf_counter()
@@ -140,9 +179,10 @@ def _run(ledger: Any, segmenter: Segmenter, src: Path, dst: Path, keys: list[str
         failures=[(j.key, j.last_error_code or "", j.last_error_message or "") for j in dead],
         total=after.total, already_done=before[JobStatus.SUCCEEDED],
         succeeded=after[JobStatus.SUCCEEDED] - before[JobStatus.SUCCEEDED],
-        failed=dict(after.dead_by_reason), skipped_files=skipped,
+        failed=dict(after.dead_by_reason), skipped_files=found.skipped,
         seconds=time.perf_counter() - started,
         remaining=after[JobStatus.QUEUED] + after[JobStatus.RUNNING],
+        refused=found.refused,
     )
 
 
@@ -176,21 +216,36 @@ class ProgressBar:
 
 
 def print_summary(summary: Summary, dst: Path) -> None:
+    """The run's outcome on stderr; every name and message is escaped (a file name may hold
+    control characters, bytes that are not UTF-8, or rich markup)."""
     rate = summary.processed / summary.seconds if summary.seconds else 0.0
+    files = summary.total + sum(1 for r in summary.refused if not r.name.endswith("/"))
     console.print(
         f"[bold]{summary.succeeded}[/] cut out in {summary.seconds:.1f} s ({rate:.2f} img/s); "
-        f"{summary.already_done} already done before this run; {summary.total} images in all."
+        f"{summary.already_done} already done before this run; {files} "
+        f"{'image' if files == 1 else 'images'} in all."
     )
     for reason, count in sorted(summary.failed.items()):
-        console.print(f"  [red]failed[/] {count} x {reason}")
+        console.print(f"  [red]failed[/] {count} x {escape(reason)}")
     for key, reason, message in summary.failures:
-        console.print(f"    {key}: {reason}: {message}")
+        _line(f"    {key}: {reason}: {message}")
+    for reason, count in sorted(summary.refused_by_reason.items()):
+        console.print(f"  [red]refused[/] {count} x {reason} (not recorded as jobs)")
+    for refusal in summary.refused[:10]:
+        _line(f"    {shown_name(refusal.name)}: {refusal.reason}: {refusal.message}")
+    if len(summary.refused) > 10:
+        console.print(f"    ... and {len(summary.refused) - 10} more")
     if summary.remaining:
         console.print(f"  [yellow]{summary.remaining} not finished[/]: run the same command again")
     if summary.skipped_files:
         console.print(f"  {summary.skipped_files} files were not images (by name) and were skipped")
-    console.print(f"Cut-outs are in {dst}")
+    _line(f"Cut-outs are in {dst}")
     if summary.failed:
-        console.print(f"  batch {summary.batch_id}: `clipline status --run {dst} --batch "
-                      f"{summary.batch_id}`; retry with `clipline redrive --run {dst} --reason "
-                      "REASON`, then run again")
+        _line(f"  batch {summary.batch_id}: `clipline status --run {dst} --batch "
+              f"{summary.batch_id}`; retry with `clipline redrive --run {dst} --reason "
+              "REASON`, then run again")
+
+
+def _line(text: str) -> None:
+    """One line of plain text: no markup, no highlighting, control characters escaped."""
+    console.print(fields.escaped(text, 2000), markup=False, highlight=False)

@@ -155,3 +155,112 @@ def test_pixel_limit_and_gif_come_from_the_settings(tmp_path: Path) -> None:
     relaxed = run_folder(src, tmp_path / "b", OutputOptions(), Settings(allow_gif=True),
                          model="fake", segmenter=FakeSegmenter(), show_progress=False)
     assert (relaxed.failed, relaxed.succeeded) == ({}, 3)
+
+
+# -- the four faults of the issue, each on the small folder that showed it, through the CLI --
+
+
+def clipline(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The real `clipline` command; the fake segmenter keeps these runs fast."""
+    return subprocess.run([CLIPLINE, *args], capture_output=True, text=True, timeout=120,
+                          check=False, env={**os.environ, "CLIPLINE_SEGMENTER": "fake", **env})
+
+
+def jobs_of(dst: Path) -> list[tuple[str, str, str | None, str | None]]:
+    """(key, status, reason, output) of every job in the run's ledger, sorted."""
+    from pipeline.adapters.database import make_engine
+    from pipeline.adapters.ledger_sql import SqlLedger
+
+    ledger = SqlLedger(make_engine(f"sqlite:///{dst / '.clipline' / 'ledger.sqlite3'}"))
+    try:
+        return sorted((j.key, j.status.value, j.last_error_code,
+                       (j.result or {}).get("output")) for j in ledger.list_jobs(limit=1000))
+    finally:
+        ledger.close()
+
+
+def test_shoe_jpg_and_shoe_png_give_two_cut_outs_and_neither_overwrites(tmp_path: Path) -> None:
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    Image.new("RGB", (40, 30), (200, 0, 0)).save(src / "shoe.jpg")
+    Image.new("RGB", (50, 20), (0, 200, 0)).save(src / "shoe.png")
+    done = clipline("run", str(src), str(dst))
+    assert done.returncode == 0, done.stderr
+    assert "2 cut out" in done.stderr and "2 images in all" in done.stderr
+    assert sorted(p.name for p in dst.iterdir()) == [".clipline", "shoe.jpg.png", "shoe.png.png"]
+    with Image.open(dst / "shoe.jpg.png") as a, Image.open(dst / "shoe.png.png") as b:
+        assert (a.size, b.size) == ((40, 30), (50, 20))
+    assert jobs_of(dst) == [("shoe.jpg", "succeeded", None, "shoe.jpg.png"),
+                            ("shoe.png", "succeeded", None, "shoe.png.png")]
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_alone_and_the_rest_is_cut_out(
+        tmp_path: Path) -> None:
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    Image.new("RGB", (40, 30), (200, 0, 0)).save(src / "good.jpg")
+    Image.new("RGB", (40, 30), (200, 0, 0)).save(os.fsdecode(bytes(src) + b"/caf\xe9.jpg"))
+    for attempt in range(2):
+        done = clipline("run", str(src), str(dst))
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        assert f"{1 - attempt} cut out" in done.stderr and "2 images in all" in done.stderr
+        assert "refused 1 x invalid_file_name (not recorded as jobs)" in done.stderr
+        assert "    caf\\xe9.jpg: invalid_file_name: the file name is not valid Unicode" \
+            in done.stderr
+    assert sorted(p.name for p in dst.iterdir()) == [".clipline", "good.png"]
+    assert jobs_of(dst) == [("good.jpg", "succeeded", None, "good.png")]
+
+
+def test_a_half_copied_file_completed_later_counts_once_and_passes(tmp_path: Path) -> None:
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    photo = src / "photo.jpg"
+    Image.new("RGB", (64, 48), (200, 0, 0)).save(tmp_path / "whole.jpg")
+    whole = (tmp_path / "whole.jpg").read_bytes()
+    photo.write_bytes(whole[: len(whole) // 2])
+    first = clipline("run", str(src), str(dst))
+    assert first.returncode == 1
+    assert "failed 1 x corrupt_image" in first.stderr
+    photo.write_bytes(whole)
+    os.utime(photo, ns=(time.time_ns(), time.time_ns() + 10**9))
+    second = clipline("run", str(src), str(dst))
+    assert second.returncode == 0, second.stderr
+    assert "1 cut out" in second.stderr and "1 image in all" in second.stderr
+    assert "failed" not in second.stderr
+    third = clipline("run", str(src), str(dst))
+    assert third.returncode == 0, third.stderr
+    assert "0 cut out" in third.stderr and "1 already done" in third.stderr
+    assert "failed" not in third.stderr
+    assert jobs_of(dst) == [("photo.jpg", "dead", "corrupt_image", None),
+                            ("photo.jpg", "succeeded", None, "photo.png")]
+    # `clipline status` counts what the summary counts: the file's current version.
+    from pipeline.embedded import batch_id_for
+
+    batch = batch_id_for(src, OutputOptions(), "u2netp")
+    counts = clipline("status", "--run", str(dst), "--batch", str(batch))
+    assert counts.returncode == 0, counts.stderr
+    lines = dict(line.split() for line in counts.stdout.splitlines())
+    assert lines == {"queued": "0", "running": "0", "succeeded": "1", "dead": "0",
+                     "cancelled": "0"}
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # A DST whose parent is a regular file cannot be created, by root too (chmod cannot say so).
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (40, 30), (200, 0, 0)).save(tmp_path / "in" / "a.jpg")
+    (tmp_path / "file").write_text("a file, not a folder")
+    done = clipline("run", str(tmp_path / "in"), str(tmp_path / "file" / "out"))
+    assert done.returncode == 2
+    assert done.stderr == (f"clipline: output_folder_unusable: cannot write into DST "
+                           f"{tmp_path / 'file' / 'out'}: Not a directory\n")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder anyway")
+def test_a_read_only_output_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir(mode=0o500)
+    done = clipline("run", str(tmp_path / "in"), str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert done.stderr == (f"clipline: output_folder_unusable: cannot write into DST "
+                           f"{tmp_path / 'out'}: Permission denied\n")
