@@ -6,8 +6,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Triton for tests and `make triton`: pytriton needs numpy<2, so it has an environment of its own.
 TRITON_STAMP := .venv-triton/.installed
+# rembg's own CLI, for the benchmarks that race it (and their smoke tests); pins of its own too.
+REMBG_STAMP := bench/.venv-rembg/.installed
 
-.PHONY: help venv services demo test lint triton triton-venv bench-ledger bench-rembg bench-fidelity bench-orchestration bench-pipeline bench-intake clean
+.PHONY: help venv services demo test lint triton triton-venv bench-ledger bench-rembg bench-fidelity bench-orchestration bench-end-to-end bench-intake fuzz-api clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,13 +28,17 @@ $(TRITON_STAMP): scripts/triton-venv.sh
 
 triton-venv: $(TRITON_STAMP)  ## create .venv-triton: Triton from nvidia-pytriton, with ONNX Runtime
 
+$(REMBG_STAMP): scripts/rembg-venv.sh
+	./scripts/rembg-venv.sh
+	touch $(REMBG_STAMP)
+
 services:  ## start PostgreSQL and Redis on 127.0.0.1 if they are down
 	./scripts/services.sh
 
 demo: venv  ## run the embedded demo (SQLite, local folders, ONNX Runtime)
 	$(BIN)/clipline demo
 
-test: venv $(TRITON_STAMP) services  ## lint and type-check, then every test against the real services
+test: venv $(TRITON_STAMP) $(REMBG_STAMP) services  ## lint and type-check, then every test against the real services
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -40,6 +46,13 @@ test: venv $(TRITON_STAMP) services  ## lint and type-check, then every test aga
 triton: venv $(TRITON_STAMP)  ## serve u2netp on a local Triton (127.0.0.1:8001 gRPC) for CLIPLINE_SEGMENTER=triton
 	$(BIN)/clipline models pull u2netp
 	$(BIN)/clipline triton serve
+
+FUZZ_EXAMPLES ?= 2000
+FUZZ_STEPS    ?= 30
+fuzz-api: venv services  ## schemathesis on every operation and chains of them, deeper, with a fresh seed (printed)
+	CLIPLINE_FUZZ_SEED=$${CLIPLINE_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
+	CLIPLINE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) CLIPLINE_FUZZ_STEPS=$(FUZZ_STEPS) HYPOTHESIS_PROFILE=fuzz \
+	$(BIN)/pytest -p no:cacheprovider -s -x tests/integration/test_api_schema.py -k "not once_failed"
 
 lint: venv  ## ruff and mypy
 	$(BIN)/ruff check .
@@ -51,19 +64,17 @@ bench-ledger: venv services  ## the ledger benchmark on PostgreSQL (see docs/PER
 bench-orchestration: venv services  ## jobs/s per worker process: ledger + Celery + Redis, no model
 	$(BIN)/python -m bench.orchestration --jobs 5000 --processes 1
 
-bench-pipeline: venv $(TRITON_STAMP) services  ## images/s: S3 + Celery + Triton vs the same model in process
-	$(BIN)/python -m bench.pipeline --count 60
+bench-end-to-end: venv $(TRITON_STAMP) services  ## images/s: S3 + Celery + Triton vs the same model in process
+	$(BIN)/python -m bench.end_to_end --count 60
 
 bench-intake: venv services  ## a 1,000,000-line manifest through POST /v1/batches until queued
 	$(BIN)/python -m bench.intake --lines 1000000 --until queued
 
-bench-rembg: venv  ## clipline run vs rembg p, same model and images (builds bench/.venv-rembg once)
-	./scripts/rembg-venv.sh
+bench-rembg: venv $(REMBG_STAMP)  ## clipline run vs rembg p, same model and images (builds bench/.venv-rembg once)
 	$(BIN)/python -m bench.vs_rembg
 
-bench-fidelity: venv  ## u2netp through clipline vs the U2-Net authors' own results
-	./scripts/rembg-venv.sh
+bench-fidelity: venv $(REMBG_STAMP)  ## u2netp through clipline vs the U2-Net authors' own results
 	$(BIN)/python -m bench.fidelity --rembg
 
 clean:  ## remove the virtual environment and caches
-	rm -rf $(VENV) .venv-triton .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-triton bench/.venv-rembg .pytest_cache .ruff_cache .mypy_cache

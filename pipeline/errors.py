@@ -22,6 +22,8 @@ Every failure that reaches the ledger is one of two kinds, and nothing else deci
         ├── UnsupportedMode        unsupported_mode      a pixel mode we cannot convert
         ├── EmptyMask              empty_mask            nothing found, and the caller was strict
         ├── InvalidOptions         invalid_options       output options that cannot be honoured
+        ├── OutputCollision        output_collision      the output file belongs to another source
+        ├── OutputNameTooLong      output_name_too_long  the file system refuses the output's name
         └── ModelError             model_error           missing file, wrong checksum, bad graph
 
 Vendor exceptions (botocore, tritonclient, sqlalchemy, PIL) are translated into these once, at the
@@ -162,6 +164,19 @@ class InvalidOptions(PermanentError):
     default_message = "the output options are invalid"
 
 
+class OutputCollision(PermanentError):
+    """The output name is taken by another source's cut-out (or a folder is in the way):
+    writing would overwrite it, so the job fails instead (see ``pipeline.run_names``)."""
+
+    reason = "output_collision"
+    default_message = "the output file belongs to another source"
+
+
+class OutputNameTooLong(PermanentError):
+    reason = "output_name_too_long"
+    default_message = "the output's file name is longer than the file system allows"
+
+
 class ModelError(PermanentError):
     reason = "model_error"
     default_message = "the segmentation model is missing or invalid"
@@ -233,6 +248,24 @@ class InvalidManifest(UsageError):
     """A manifest line that is not a job; the whole manifest is refused."""
 
     reason = "invalid_manifest"
+
+
+class InvalidField(UsageError, ValueError):
+    """A field of a request, a manifest line, an event or a file name that the ledger cannot
+    hold (see ``pipeline.fields``): ``field`` names it. A ``ValueError`` too, so validators
+    (pydantic's, the manifest parsers') report it where they report other bad values."""
+
+    reason = "invalid_field"
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"{field}: {problem}")
+
+
+class UnstorableValue(UsageError):
+    """The database refused a value of a request (the last line behind ``pipeline.fields``)."""
+
+    reason = "invalid_value"
 
 
 class InvalidEvent(UsageError):

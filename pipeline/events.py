@@ -38,20 +38,18 @@ Idempotency: one job per *write* of an object, however often or late its event a
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
-from pipeline import logs
-from pipeline.errors import InvalidEvent, InvalidOptions, InvalidSettings, TransientError
+from pipeline import fields, logs
+from pipeline.errors import InvalidEvent, InvalidField, TransientError
+from pipeline.event_rules import EventRules, Rule
 from pipeline.intake import is_image_key
 from pipeline.jobs import Dispatch, Job, JobSpec, SubmitResult, dedupe_key_of
-from pipeline.options import OutputOptions
 from pipeline.ports import Queue
-from pipeline.tenants import Tenant, source_allowed, valid_tenant_id
+from pipeline.tenants import Tenant, source_allowed
 
 log = logs.get(__name__)
 
@@ -61,8 +59,8 @@ NOT_AN_IMAGE = "not_an_image"
 OWN_OUTPUT = "own_output"
 UNKNOWN_TENANT = "unknown_tenant"
 SOURCE_NOT_ALLOWED = "source_not_allowed"
+INVALID_FIELD = InvalidField.reason  # a bucket, key or version the ledger cannot hold
 
-RULE_FIELDS = frozenset({"bucket", "prefix", "tenant", "priority", "model", "options"})
 MAX_NESTING = 2  # an SNS envelope around an S3 event; nothing nests deeper
 
 
@@ -117,6 +115,8 @@ def _document(body: Mapping[str, Any] | str | bytes) -> Mapping[str, Any]:
             body = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidEvent(f"not JSON: {exc}") from exc
+        except RecursionError:
+            raise InvalidEvent("not an event: the JSON is nested too deep") from None
     if not isinstance(body, Mapping):
         raise InvalidEvent(f"expected a JSON object, got {type(body).__name__}")
     return body
@@ -197,110 +197,6 @@ def _size(value: Any, where: str) -> int | None:
     return value
 
 
-# -- rules ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    bucket: str
-    prefix: str
-    tenant: str
-    priority: int = 0
-    model: str = "u2netp"
-    options: Mapping[str, Any] = field(default_factory=dict)  # normalised (OutputOptions)
-
-    @property
-    def name(self) -> str:
-        return f"{self.bucket}/{self.prefix}"
-
-
-@dataclass(frozen=True, slots=True)
-class EventRules:
-    """Which writes become jobs, for whom, with what options. A TOML file of ``[[rule]]``
-    tables: ``bucket``, ``prefix`` (default: the whole bucket), ``tenant``, ``priority``
-    (default 0), ``model`` (default: the settings' model) and ``[rule.options]``."""
-
-    rules: tuple[Rule, ...]
-
-    @classmethod
-    def load(cls, path: Path, *, model: str = "u2netp") -> EventRules:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InvalidSettings(f"events rules file {path}: {exc.strerror or exc}") from exc
-        return cls.parse(text, source=str(path), model=model)
-
-    @classmethod
-    def parse(cls, text: str, *, source: str = "rules", model: str = "u2netp") -> EventRules:
-        """Every rule checked, options included, so a bad file stops ``clipline events`` at
-        start with the rule named, not at the first event it would have matched."""
-        try:
-            doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise InvalidSettings(f"{source}: not valid TOML: {exc}") from exc
-        if set(doc) - {"rule"}:
-            raise InvalidSettings(f"{source}: unknown table(s) {sorted(set(doc) - {'rule'})}; "
-                                  "write rules as [[rule]]")
-        items = doc.get("rule")
-        if not isinstance(items, list) or not items:
-            raise InvalidSettings(f"{source}: no [[rule]] tables")
-        rules = tuple(_rule(item, f"{source}: rule {n}", model)
-                      for n, item in enumerate(items, start=1))
-        names = [r.name for r in rules]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise InvalidSettings(f"{source}: more than one rule for {', '.join(twice)}")
-        return cls(rules)
-
-    def match(self, bucket: str, key: str) -> Rule | None:
-        """The rule of ``bucket`` whose prefix is the longest that ``key`` starts with."""
-        best: Rule | None = None
-        for rule in self.rules:
-            if rule.bucket == bucket and key.startswith(rule.prefix) and (
-                    best is None or len(rule.prefix) > len(best.prefix)):
-                best = rule
-        return best
-
-    @property
-    def tenants(self) -> frozenset[str]:
-        return frozenset(r.tenant for r in self.rules)
-
-
-def _rule(item: Any, where: str, model: str) -> Rule:
-    if not isinstance(item, dict):
-        raise InvalidSettings(f"{where}: expected a table")
-    bucket, prefix = item.get("bucket"), item.get("prefix", "")
-    if isinstance(bucket, str) and isinstance(prefix, str):
-        where = f"{where} ({bucket}/{prefix})"
-    unknown = sorted(set(item) - RULE_FIELDS)
-    if unknown:
-        raise InvalidSettings(f"{where}: unknown field(s) {unknown}; known: {sorted(RULE_FIELDS)}")
-    if not isinstance(bucket, str) or not bucket or "/" in bucket:
-        raise InvalidSettings(f"{where}: 'bucket' must be a bucket name")
-    if not isinstance(prefix, str):
-        raise InvalidSettings(f"{where}: 'prefix' must be a string")
-    tenant, priority = item.get("tenant"), item.get("priority", 0)
-    if not isinstance(tenant, str) or not valid_tenant_id(tenant):
-        raise InvalidSettings(f"{where}: 'tenant' must be a tenant id (a-z 0-9 _ -)")
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise InvalidSettings(f"{where}: 'priority' must be an integer")
-    rule_model = item.get("model", model)
-    if not isinstance(rule_model, str) or not rule_model:
-        raise InvalidSettings(f"{where}: 'model' must be a model name")
-    return Rule(bucket, prefix, tenant, priority, rule_model, _options(item, where))
-
-
-def _options(item: Mapping[str, Any], where: str) -> dict[str, Any]:
-    options = item.get("options", {})
-    if not isinstance(options, dict):
-        raise InvalidSettings(f"{where}: 'options' must be a table")
-    try:
-        # Normalised here, so an event's job folds with an API submission of the same request.
-        return OutputOptions.parse(options).normalised()
-    except InvalidOptions as exc:
-        raise InvalidSettings(f"{where}: options: {exc.message}") from exc
-
-
 # -- routing and submission -------------------------------------------------------------------
 
 
@@ -327,7 +223,14 @@ def route(records: Iterable[ObjectCreated], rules: EventRules, *,
     specs, skipped = [], []
     for event in records:
         rule = rules.match(event.bucket, event.key)
-        if event.bucket == output_bucket and event.key.startswith(own):
+        problem = _unstorable(event)
+        if problem:
+            reason = INVALID_FIELD
+            log.warning("event_field_refused", bucket=fields.escaped(event.bucket, 80),
+                        key=fields.escaped(event.key, 300), problem=problem)
+            event = replace(event, bucket=fields.escaped(event.bucket, 80),
+                            key=fields.escaped(event.key, 300))
+        elif event.bucket == output_bucket and event.key.startswith(own):
             reason = OWN_OUTPUT
         elif not is_image_key(event.key):
             reason = NOT_AN_IMAGE
@@ -338,6 +241,17 @@ def route(records: Iterable[ObjectCreated], rules: EventRules, *,
             continue
         skipped.append(Skipped(event.bucket, event.key, reason, rule.tenant if rule else None))
     return Routing(specs, skipped)
+
+
+def _unstorable(event: ObjectCreated) -> str | None:
+    """Why the ledger could not hold this event's job (``pipeline.fields``), or None."""
+    version = event.version_id or event.etag
+    for spec, value in ((fields.BUCKET, event.bucket), (fields.KEY, event.key),
+                        (fields.VERSION, version)):
+        problem = None if value is None else fields.text_problem(value, spec)
+        if problem:
+            return f"{spec.name}: {problem}"
+    return None
 
 
 def job_specs(records: Iterable[ObjectCreated], rules: EventRules, *,

@@ -9,7 +9,11 @@ JSON object::
 
 Blank lines and lines starting with ``#`` are skipped. A line that is not a job raises
 ``InvalidManifest`` naming its line number; callers insert a manifest in one transaction, so a
-bad line anywhere leaves nothing half-submitted.
+bad line anywhere leaves nothing half-submitted. Every field is held to ``pipeline.fields``
+(no control characters, the ledger's lengths, priorities from -100 to 100).
+
+A manifest is UTF-8 text (``manifest_lines`` decodes it): a byte-order mark at the start is
+skipped, lines end with LF or CRLF, and a line that is not UTF-8 is refused by its number.
 """
 
 from __future__ import annotations
@@ -18,36 +22,48 @@ import csv
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import fields
+from dataclasses import fields as dataclass_fields
 from pathlib import PurePosixPath
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
 
+from pipeline import fields
 from pipeline.embedded import IMAGE_SUFFIXES
 from pipeline.errors import InvalidManifest, InvalidOptions
+from pipeline.fields import shown
 from pipeline.jobs import Job, JobSpec, JobStatus
 from pipeline.options import OutputOptions
 
 JSON_FIELDS = {"bucket", "key", "version", "options", "priority", "idempotency_key", "model"}
-OPTION_NAMES = {f.name for f in fields(OutputOptions)}
+VERSION_PARAMETER = "?versionId="
+BOM = "\ufeff"
+OPTION_NAMES = {f.name for f in dataclass_fields(OutputOptions)}
 
 
 def parse_s3_url(text: str) -> tuple[str, str, str | None]:
-    """``s3://bucket/key[?versionId=v]`` → (bucket, key, version)."""
+    """``s3://bucket/key[?versionId=v]`` → (bucket, key, version), read as S3 reads keys.
+
+    The key is everything after the bucket's slash, literally: ``?``, ``#``, ``%``, ``+``,
+    spaces and any Unicode are part of it, and nothing is percent-decoded (as the AWS CLI reads
+    ``s3://`` paths). The one parameter is a trailing ``?versionId=VALUE``: the last
+    ``?versionId=`` of the line, followed by a non-empty value without ``?``, is the version. A
+    key that itself ends so cannot be written as a URL: use a JSON or CSV line. Leading and
+    trailing whitespace around the URL is not part of the key (same reason, same remedy).
+    Raises ``ValueError`` (``InvalidField`` for a bucket, key or version the ledger cannot hold).
+    """
     text = text.strip()
-    if text.startswith("s3://") and "?" not in text:
-        # The common manifest line, split by hand: urlsplit costs more than the rest of the
-        # line's intake together, and would take a '#' in a key for a fragment.
-        bucket, _, key = text[5:].partition("/")
-        if not bucket or not key or key.endswith("/"):
-            raise ValueError(f"not an S3 object URL (s3://bucket/key): {text!r}")
-        return bucket, key, None
-    parts = urlsplit(text)
-    key = parts.path.lstrip("/")
-    if parts.scheme != "s3" or not parts.netloc or not key or key.endswith("/"):
-        raise ValueError(f"not an S3 object URL (s3://bucket/key): {text.strip()!r}")
-    version = parse_qs(parts.query).get("versionId", [None])[0]
-    return parts.netloc, key, version
+    if not text.startswith("s3://"):
+        raise ValueError(f"not an S3 object URL (s3://bucket/key): {shown(text)}")
+    bucket, slash, rest = text[5:].partition("/")
+    key, version = rest, None
+    cut = rest.rfind(VERSION_PARAMETER)
+    if cut >= 0 and "?" not in rest[cut + len(VERSION_PARAMETER):]:
+        key, version = rest[:cut], rest[cut + len(VERSION_PARAMETER):]
+        if not version:
+            raise ValueError(f"an empty versionId in {shown(text)}")
+        fields.VERSION.check(version)
+    if not bucket or not slash or not key or key.endswith("/"):
+        raise ValueError(f"not an S3 object URL (s3://bucket/key): {shown(text)}")
+    return fields.BUCKET.check(bucket), fields.KEY.check(key), version
 
 
 def is_image_key(key: str) -> bool:
@@ -86,6 +102,21 @@ def manifest_specs(lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterato
         yield spec
 
 
+def manifest_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The text lines of a manifest read as bytes (a binary file, ``io.BytesIO``), without
+    their line ends. Only LF and CRLF end a line: other Unicode line separators (U+2028, ...)
+    may be part of a key. Raises ``InvalidManifest`` for a line that is not UTF-8."""
+    for number, chunk in enumerate(chunks, start=1):
+        try:
+            line = chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidManifest(f"line {number}: not UTF-8 text ({exc.reason} at byte "
+                                  f"{exc.start})") from exc
+        if number == 1:
+            line = line.removeprefix(BOM)
+        yield line.removesuffix("\n").removesuffix("\r")
+
+
 def csv_specs(lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterator[JobSpec]:
     """A spec per row of a CSV manifest. The header names the columns: ``bucket`` and ``key``,
     optionally ``version``, ``priority``, ``idempotency_key``, ``model``, and any output
@@ -106,7 +137,7 @@ def csv_specs(lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterator[Job
             item: dict[str, Any] = {k: v for k, v in cells.items() if k not in OPTION_NAMES}
             item["options"] = {k: v for k, v in cells.items() if k in OPTION_NAMES}
             if "priority" in item:
-                item["priority"] = int(item["priority"])
+                item["priority"] = int(item["priority"], 10)
             spec = _item_spec(item, defaults)
             OutputOptions.parse(spec.options)
         except (ValueError, TypeError, InvalidOptions) as exc:
@@ -121,7 +152,10 @@ def specs_of(name: str, lines: Iterable[str], defaults: Mapping[str, Any]) -> It
 
 
 def _json_spec(line: str, defaults: Mapping[str, Any]) -> JobSpec:
-    item = json.loads(line)
+    try:
+        item = json.loads(line)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deep") from None
     if not isinstance(item, dict):
         raise ValueError("a JSON line must be an object")
     return _item_spec(item, defaults)
@@ -130,19 +164,29 @@ def _json_spec(line: str, defaults: Mapping[str, Any]) -> JobSpec:
 def _item_spec(item: Mapping[str, Any], defaults: Mapping[str, Any]) -> JobSpec:
     unknown = set(item) - JSON_FIELDS
     if unknown:
-        raise ValueError(f"unknown field(s) {sorted(unknown)}; known: {sorted(JSON_FIELDS)}")
+        raise ValueError(f"unknown field(s) [{', '.join(sorted(map(shown, unknown)))}]; "
+                         f"known: {sorted(JSON_FIELDS)}")
     for name in ("bucket", "key"):
         if not isinstance(item.get(name), str) or not item[name]:
             raise ValueError(f"{name!r} must be a non-empty string")
-    options = {**defaults.get("options", {}), **(item.get("options") or {})}
+    options = item.get("options") or {}
+    if not isinstance(options, dict):
+        raise ValueError("'options' must be an object")
     priority = item.get("priority", defaults.get("priority", 0))
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise ValueError("'priority' must be an integer")
     return JobSpec(
-        bucket=item["bucket"], key=item["key"], version=item.get("version"), options=options,
-        model=item.get("model", defaults.get("model", "u2netp")), priority=priority,
-        idempotency_key=item.get("idempotency_key"),
+        bucket=fields.BUCKET.check(item["bucket"]), key=fields.KEY.check(item["key"]),
+        version=_optional(item.get("version"), fields.VERSION),
+        options={**defaults.get("options", {}), **options},
+        model=fields.MODEL.check(item.get("model", defaults.get("model", "u2netp"))),
+        priority=fields.PRIORITY.check(priority),
+        idempotency_key=_optional(item.get("idempotency_key"), fields.IDEMPOTENCY_KEY),
     )
+
+
+def _optional(value: Any, spec: fields.TextField) -> str | None:
+    return None if value is None else spec.check(value)
 
 
 class JobListing(Protocol):

@@ -77,6 +77,7 @@ _CONTENT_TYPES: Mapping[Format, str] = {
 }
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
+_DIGITS = re.compile(r"[0-9]{1,9}")  # ASCII only: str.isdigit() also takes '²', int() not
 _HEX = re.compile(r"#?([0-9a-f]{3}|[0-9a-f]{6})")
 _MARGIN = re.compile(r"(\d+(?:\.\d+)?)\s*(px|%)?")
 _FIELDS = (
@@ -139,7 +140,7 @@ class OutputOptions:
         raw = dict(raw or {})
         unknown = sorted(set(raw) - set(_FIELDS))
         if unknown:
-            raise InvalidOptions(f"unknown option(s): {', '.join(unknown)}")
+            raise InvalidOptions(f"unknown option(s): {', '.join(map(repr, unknown))}")
         return cls(
             format=_parse_format(raw.get("format")),
             channels=_parse_choice("channels", raw.get("channels"), ("rgba", "alpha"), "rgba"),
@@ -264,7 +265,7 @@ def _parse_margin(value: object) -> Margin:
 def _parse_max_side(value: object) -> int | None:
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidOptions(f"max_side: {value!r} is not a whole number of pixels")

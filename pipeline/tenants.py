@@ -10,13 +10,13 @@ all (None) allows every source: the default tenant of a single-team install.
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pipeline.fields import BUCKET, SOURCE_RULE, TENANT, text_problem
+
 KEY_PREFIX = "clp_"
-TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +35,18 @@ def hash_key(key: str) -> str:
 
 
 def valid_tenant_id(tenant_id: str) -> bool:
-    return bool(TENANT_ID.match(tenant_id))
+    """a-z 0-9 _ -, starting with a letter or digit, at most 64 (``pipeline.fields.TENANT``)."""
+    return text_problem(tenant_id, TENANT) is None
 
 
 def normalise_rule(rule: str) -> str:
     """``s3://photos/shoes`` or ``photos/shoes/`` → ``photos/shoes/``; a bare bucket gets its
     slash, so ``photos`` never matches ``photos-private``."""
-    rule = rule.strip().removeprefix("s3://")
+    rule = SOURCE_RULE.check(rule).strip().removeprefix("s3://")
     bucket, _, prefix = rule.partition("/")
     if not bucket:
         raise ValueError(f"not a bucket/prefix rule: {rule!r}")
+    BUCKET.check(bucket)
     return f"{bucket}/{prefix}" if prefix else f"{bucket}/"
 
 

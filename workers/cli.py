@@ -19,12 +19,13 @@ from typing import Any
 
 import typer
 
-from pipeline import bootstrap, logs
+from pipeline import bootstrap, fields, logs
 from pipeline.cli import app
 from pipeline.cli import main as cli_main
 from pipeline.cli.run import ProgressBar, console, output_options
 from pipeline.errors import ClipError, InvalidSettings, UsageError
-from pipeline.intake import prefix_specs, queued_pages, specs_of, url_spec
+from pipeline.fields import shown
+from pipeline.intake import manifest_lines, prefix_specs, queued_pages, specs_of, url_spec
 from pipeline.jobs import DEFAULT_TENANT, Dispatch, JobSpec
 from pipeline.reconcile import reconcile_forever, reconcile_once
 from pipeline.settings import Settings
@@ -232,8 +233,9 @@ def submit(
     manifest: Path | None = typer.Option(None, "--manifest", exists=True, dir_okay=False,
                                          help="A file with one job per line: an S3 URL or a "
                                          "JSON object (bucket, key, version, options, priority)."),
-    priority: int = typer.Option(0, help="Job priority; CLIPLINE_INTERACTIVE_PRIORITY or more "
-                                 "goes to the interactive queue."),
+    priority: int = typer.Option(0, min=fields.PRIORITY.low, max=fields.PRIORITY.high,
+                                 help="Job priority, -100 to 100; CLIPLINE_INTERACTIVE_PRIORITY "
+                                 "or more goes to the interactive queue."),
     label: str | None = typer.Option(None, help="A label for the batch."),
     batch: uuid.UUID | None = typer.Option(None, "--batch", help="Add to this batch id."),
     tenant: str = typer.Option(DEFAULT_TENANT, help="Tenant the jobs belong to."),
@@ -252,16 +254,20 @@ def submit(
     """
     if sum([bool(urls), prefix is not None, manifest is not None]) != 1:
         raise typer.BadParameter("give S3 URLs, --prefix or --manifest (exactly one)")
+    fields.TENANT.check(tenant)
+    if label is not None:
+        fields.LABEL.check(label)
     settings = _settings()
     defaults = {
         "options": output_options(fmt, "rgba", bg_color, crop, "0", None, subject, False)
         .normalised(),
         "priority": priority, "model": settings.model,
     }
-    total = None
-    if manifest is not None:  # a first pass refuses a bad manifest before anything is written
-        with manifest.open(encoding="utf-8", newline="") as lines:
-            total = sum(1 for _ in specs_of(manifest.name, lines, defaults))
+    # A first pass refuses a bad manifest line, URL or prefix before anything is written.
+    total: int | None = sum(1 for _ in _specs(settings, urls, None, manifest, defaults))
+    if prefix is not None:
+        _prefix(prefix)
+        total = None
     ledger = _ledger(settings)
     try:
         ledger.ensure_tenant(tenant)
@@ -281,12 +287,10 @@ def submit(
 def _specs(settings: Settings, urls: list[str] | None, prefix: str | None,
            manifest: Path | None, defaults: dict[str, Any]) -> Iterator[JobSpec]:
     if manifest is not None:
-        with manifest.open(encoding="utf-8", newline="") as lines:
-            yield from specs_of(manifest.name, lines, defaults)
+        with manifest.open("rb") as raw:
+            yield from specs_of(manifest.name, manifest_lines(raw), defaults)
     elif prefix is not None:
-        bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
-        if not prefix.startswith("s3://") or not bucket:
-            raise UsageError(f"--prefix must look like s3://bucket/prefix/, got {prefix!r}")
+        bucket, key_prefix = _prefix(prefix)
         from pipeline.adapters.s3_store import S3Store, make_client
 
         yield from prefix_specs(bucket, S3Store(make_client(settings)).list_keys(bucket,
@@ -299,6 +303,13 @@ def _specs(settings: Settings, urls: list[str] | None, prefix: str | None,
             except ValueError as exc:
                 raise UsageError(str(exc)) from exc
             yield spec
+
+
+def _prefix(prefix: str) -> tuple[str, str]:
+    bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
+    if not prefix.startswith("s3://") or not bucket:
+        raise UsageError(f"--prefix must look like s3://bucket/prefix/, got {shown(prefix)}")
+    return fields.BUCKET.check(bucket), fields.PREFIX.check(key_prefix)
 
 
 def _counted(specs: Iterable[JobSpec], advance: Any) -> Iterator[JobSpec]:

@@ -26,8 +26,8 @@ from prometheus_client import start_http_server
 from pipeline import logs, metrics
 from pipeline.cli import app
 from pipeline.errors import InvalidEvent, InvalidSettings, TransientError
+from pipeline.event_rules import EventRules
 from pipeline.events import (
-    EventRules,
     ObjectCreated,
     TenantLookup,
     parse_notification,

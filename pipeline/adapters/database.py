@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 
-from pipeline.errors import LedgerUnavailable
+from pipeline.errors import LedgerUnavailable, UnstorableValue
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -78,10 +79,23 @@ def _sqlite_engine(url: str, *, busy_timeout: float) -> Engine:
 def translated() -> Iterator[None]:
     """Turn a lost or refused database connection into the transient ``LedgerUnavailable``.
 
+    A value the database cannot hold (NUL in text, an unpaired surrogate, a number out of its
+    column's range, text over its length) is the caller's data, not weather: ``UnstorableValue``.
+    Every door checks its fields first (``pipeline.fields``), so this is the last line, there so
+    that a check forgotten somewhere answers as a refusal and never as a crash.
     Constraint violations and programming errors are bugs, not weather: they propagate as they are.
     """
     try:
         yield
+    except psycopg.DataError as exc:  # raised raw by the COPY of bulk inserts
+        raise UnstorableValue(f"the ledger cannot store a value: {exc}") from exc
+    except psycopg.OperationalError as exc:
+        raise LedgerUnavailable(f"ledger database error: {exc}") from exc
+    except DataError as exc:
+        raise UnstorableValue(f"the ledger cannot store a value: {exc.orig or exc}") from exc
+    except UnicodeEncodeError as exc:  # psycopg encodes text as UTF-8 before sending it
+        raise UnstorableValue(f"the ledger cannot store text that is not valid Unicode: "
+                              f"{exc.reason} at character {exc.start}") from exc
     except (OperationalError, InterfaceError) as exc:
         raise LedgerUnavailable(f"ledger database error: {exc.orig or exc}") from exc
     except DBAPIError as exc:

@@ -8,6 +8,7 @@ with the counts, or `failed` with the reason (a bad line refuses the whole manif
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -21,7 +22,8 @@ from pipeline.api.jobs import callback_url, check_source, publish
 from pipeline.api.problems import Problem
 from pipeline.api.schemas import BatchRequest, BatchView
 from pipeline.errors import ClipError, UsageError
-from pipeline.intake import prefix_specs, queued_pages, specs_of
+from pipeline.fields import escaped
+from pipeline.intake import manifest_lines, prefix_specs, queued_pages, specs_of
 from pipeline.jobs import JobSpec, JobStatus
 from pipeline.options import OutputOptions
 from pipeline.tenants import Tenant
@@ -65,7 +67,8 @@ def source_specs(d: ApiDeps, body: BatchRequest, defaults: dict[str, Any]) -> It
         data = d.store.get(body.manifest.bucket, body.manifest.key, version=body.manifest.version)
         if len(data) > d.settings.api_max_manifest_bytes:
             raise UsageError(f"the manifest is over {d.settings.api_max_manifest_bytes} bytes")
-        yield from specs_of(body.manifest.key, data.decode("utf-8").splitlines(), defaults)
+        lines = manifest_lines(io.BytesIO(data))
+        yield from specs_of(body.manifest.key, lines, defaults)
         return
     assert body.prefix is not None
     bucket, _, prefix = body.prefix.removeprefix("s3://").partition("/")
@@ -87,7 +90,13 @@ def expand(d: ApiDeps, who: Tenant, batch_id: uuid.UUID, specs: Iterator[JobSpec
         reason = getattr(exc, "code", None) or getattr(exc, "reason", "refused")
         log.warning("batch_refused", batch_id=str(batch_id), reason=reason, message=str(exc))
         d.ledger.set_batch_meta(batch_id, {"state": "failed", "reason": reason,
-                                           "message": str(exc)})
+                                           "message": escaped(str(exc))})
+        return
+    except Exception as exc:  # the background task's outer edge: a batch never stays stuck
+        log.error("batch_expansion_crashed", batch_id=str(batch_id), exc_info=exc)
+        d.ledger.set_batch_meta(batch_id, {"state": "failed", "reason": "internal_error",
+                                           "message": "the expansion failed unexpectedly; "
+                                           "the API's log has the details"})
         return
     # Every job is recorded and queued now; what remains is waking the workers.
     counts = {"received": result.received, "inserted": result.inserted,

@@ -19,7 +19,8 @@ from pydantic import BaseModel
 
 from pipeline.api.deps import ApiDeps, deps
 from pipeline.api.problems import Problem
-from pipeline.events import EventRules, parse_notification, submit_events
+from pipeline.event_rules import EventRules
+from pipeline.events import parse_notification, submit_events
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 

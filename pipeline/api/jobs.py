@@ -11,9 +11,11 @@ from pipeline import logs
 from pipeline.api.deps import ApiDeps, deps, tenant
 from pipeline.api.problems import Problem
 from pipeline.api.schemas import (
+    IdempotencyKey,
     JobPage,
     JobRequest,
     JobView,
+    Reason,
     RedriveRequest,
     RedriveResult,
     priority_for_deadline,
@@ -77,7 +79,7 @@ def view(d: ApiDeps, job: Job) -> JobView:
 def submit_job(
     body: JobRequest,
     response: Response,
-    idempotency_key: str | None = Header(default=None, max_length=200),
+    idempotency_key: IdempotencyKey | None = Header(default=None),
     who: Tenant = Depends(tenant),
     d: ApiDeps = Depends(deps),
 ) -> JobView:
@@ -109,7 +111,7 @@ def get_job(job_id: uuid.UUID, who: Tenant = Depends(tenant),
 def list_jobs(
     batch: uuid.UUID | None = None,
     status: JobStatus | None = None,
-    reason: str | None = Query(default=None, max_length=64),
+    reason: Reason | None = Query(default=None),
     after: uuid.UUID | None = Query(default=None, description="The previous page's cursor."),
     limit: int = Query(default=100, ge=1, le=1000),
     who: Tenant = Depends(tenant),
@@ -131,7 +133,7 @@ def cancel_job(job_id: uuid.UUID, who: Tenant = Depends(tenant),
 
 @router.get("/dead-letters", response_model=JobPage, tags=["dead letters"])
 def dead_letters(
-    reason: str | None = Query(default=None, max_length=64),
+    reason: Reason | None = Query(default=None),
     batch: uuid.UUID | None = None,
     after: uuid.UUID | None = None,
     limit: int = Query(default=100, ge=1, le=1000),

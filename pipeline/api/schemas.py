@@ -4,22 +4,63 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    WithJsonSchema,
+)
 
+from pipeline import fields
 from pipeline.jobs import Job, JobStatus
 
 MAX_INLINE_ITEMS = 10_000
+NO_CONTROLS = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+
+def text_schema(spec: fields.TextField, description: str | None = None) -> WithJsonSchema:
+    """The OpenAPI schema of a text field held to ``spec`` (``pipeline.fields``: no control
+    characters, no lone surrogates, the column's length); ``spec.check`` enforces it."""
+    schema: dict[str, Any] = {"type": "string", "minLength": spec.min_chars}
+    if spec.max_chars is not None or spec.max_bytes is not None:
+        schema["maxLength"] = spec.max_chars or spec.max_bytes
+    schema["pattern"] = spec.pattern.pattern.join("^$") if spec.pattern else NO_CONTROLS
+    if description:
+        schema["description"] = description
+    return WithJsonSchema(schema)
+
+
+Bucket = Annotated[str, AfterValidator(fields.BUCKET.check), text_schema(fields.BUCKET)]
+Key = Annotated[str, AfterValidator(fields.KEY.check), text_schema(
+    fields.KEY, "The object key, at most 1,024 bytes of UTF-8, no control characters.")]
+Version = Annotated[str, AfterValidator(fields.VERSION.check), text_schema(
+    fields.VERSION, "S3 versionId, or a quoted ETag to pin the content.")]
+Label = Annotated[str, AfterValidator(fields.LABEL.check), text_schema(fields.LABEL)]
+Reason = Annotated[str, AfterValidator(fields.REASON.check), text_schema(fields.REASON)]
+IdempotencyKey = Annotated[str, AfterValidator(fields.IDEMPOTENCY_KEY.check),
+                           text_schema(fields.IDEMPOTENCY_KEY)]
+Priority = Annotated[int, Field(ge=fields.PRIORITY.low, le=fields.PRIORITY.high)]
 
 
 class Source(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]+$")
-    key: str = Field(min_length=1, max_length=1024)
-    version: str | None = Field(default=None, max_length=1024,
-                                description="S3 versionId, or a quoted ETag to pin the content.")
+    bucket: Bucket
+    key: Key
+    version: Version | None = None
+
+
+def prefix_url(value: str) -> str:
+    """``s3://bucket/prefix``: the bucket and the prefix checked as a bucket name and a key."""
+    bucket, _, prefix = value.removeprefix("s3://").partition("/")
+    fields.BUCKET.check(bucket)
+    fields.PREFIX.check(prefix)
+    return value
 
 
 class JobRequest(BaseModel):
@@ -30,15 +71,23 @@ class JobRequest(BaseModel):
         default_factory=dict,
         description="Output options, the engine's names: format, channels, bg_color, crop, "
         "crop_margin, max_side, subject, strict_empty.")
-    priority: int | None = Field(default=None, ge=-100, le=100,
-                                 description="Higher first; at or above the interactive "
-                                 "threshold the job goes to the interactive queue. Default 5.")
+    priority: Priority | None = Field(
+        default=None, description="Higher first; at or above the interactive threshold the job "
+        "goes to the interactive queue. Default 5.")
     deadline: AwareDatetime | None = Field(
         default=None, description="Instead of a priority: when the cut-out is needed. Sooner "
         "means a higher priority (see `priority_for_deadline`).")
     callback_url: HttpUrl | None = Field(
         default=None, description="POSTed the finished job, signed with the tenant's secret "
         "(header Clipline-Signature).")
+
+
+class SourceView(BaseModel):
+    """A job's source as recorded (what ``Source`` accepted when the job was submitted)."""
+
+    bucket: str
+    key: str
+    version: str | None = None
 
 
 class Output(BaseModel):
@@ -51,7 +100,7 @@ class JobView(BaseModel):
     id: uuid.UUID
     status: JobStatus
     batch_id: uuid.UUID | None
-    source: Source
+    source: SourceView
     options: dict[str, Any]
     priority: int
     attempts: int
@@ -70,7 +119,7 @@ class JobView(BaseModel):
         out = (result or {}).get("output")
         return cls(
             id=job.id, status=job.status, batch_id=job.batch_id,
-            source=Source(bucket=job.bucket, key=job.key, version=job.version),
+            source=SourceView(bucket=job.bucket, key=job.key, version=job.version),
             options=dict(job.options), priority=job.priority, attempts=job.attempts,
             max_attempts=job.max_attempts, error=job.last_error_code,
             message=job.last_error_message,
@@ -87,26 +136,27 @@ class JobPage(BaseModel):
 class BatchItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    bucket: str = Field(min_length=3, max_length=63)
-    key: str = Field(min_length=1, max_length=1024)
-    version: str | None = None
+    bucket: Bucket
+    key: Key
+    version: Version | None = None
     options: dict[str, Any] | None = None
-    priority: int | None = Field(default=None, ge=-100, le=100)
+    priority: Priority | None = None
 
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    label: str | None = Field(default=None, max_length=200)
+    label: Label | None = None
     items: list[BatchItem] | None = Field(default=None, max_length=MAX_INLINE_ITEMS,
                                           description="An inline manifest.")
     manifest: Source | None = Field(default=None, description="A manifest object in S3: one "
                                     "job per line, S3 URLs or JSON objects.")
-    prefix: str | None = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.\-]+/.*$",
-                               description="Every image under s3://bucket/prefix/.")
+    prefix: Annotated[str, AfterValidator(prefix_url)] | None = Field(
+        default=None, pattern=r"^s3://[a-z0-9][a-z0-9.\-]+/.*$",
+        description="Every image under s3://bucket/prefix/.")
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="Default output options for every line.")
-    priority: int = Field(default=0, ge=-100, le=100)
+    priority: Priority = 0
     callback_url: HttpUrl | None = Field(default=None, description="A callback for each job.")
 
 
@@ -129,7 +179,7 @@ class RedriveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ids: list[uuid.UUID] | None = Field(default=None, max_length=10_000)
-    reason: str | None = Field(default=None, max_length=64)
+    reason: Reason | None = None
     batch_id: uuid.UUID | None = None
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from pipeline import fields
 from pipeline.errors import UsageError
 from pipeline.settings import Settings
 
@@ -32,6 +33,9 @@ def create(
                                            "submit, bucket/prefix (repeatable). None: any."),
 ) -> None:
     """Create a tenant, or update its name and allowlist."""
+    fields.TENANT.check(tenant_id)
+    if name is not None:
+        fields.NAME.check(name)
     try:
         found = _store().save(tenant_id, name, allow or None)
     except ValueError as exc:
@@ -46,6 +50,9 @@ def key(
     label: str | None = typer.Option(None, help="What the key is for."),
 ) -> None:
     """Issue an API key for the tenant. It is printed once; only its hash is kept."""
+    fields.TENANT.check(tenant_id)
+    if label is not None:
+        fields.LABEL.check(label)
     store = _store()
     if store.get(tenant_id) is None:
         raise UsageError(f"no tenant {tenant_id!r}: create it first with `clipline tenants "
@@ -65,6 +72,7 @@ def revoke(key_id: uuid.UUID = typer.Argument(...)) -> None:
 @app.command("show")
 def show(tenant_id: str = typer.Argument(...)) -> None:
     """A tenant's allowlist and keys (ids and labels, never the keys)."""
+    fields.TENANT.check(tenant_id)
     store = _store()
     found = store.get(tenant_id)
     if found is None:
@@ -77,6 +85,7 @@ def show(tenant_id: str = typer.Argument(...)) -> None:
 @app.command("secret")
 def secret(tenant_id: str = typer.Argument(...)) -> None:
     """Print the key that signs the tenant's completion callbacks (give it to the receiver)."""
+    fields.TENANT.check(tenant_id)
     found = _store().callback_secret(tenant_id)
     if found is None:
         raise UsageError(f"no tenant {tenant_id!r}")

@@ -12,8 +12,8 @@ import pytest
 from pipeline.adapters.memory_ledger import MemoryLedger
 from pipeline.adapters.memory_queue import MemoryQueue
 from pipeline.errors import BrokerUnavailable, InvalidEvent, InvalidSettings
+from pipeline.event_rules import EventRules
 from pipeline.events import (
-    EventRules,
     ObjectCreated,
     job_specs,
     parse_notification,
@@ -190,7 +190,7 @@ def test_no_rule_for_another_bucket(rules: EventRules) -> None:
 
 
 def test_the_model_defaults_to_the_settings_model() -> None:
-    rules = EventRules.parse('[[rule]]\nbucket = "b"\ntenant = "t"\n', model="isnet")
+    rules = EventRules.parse('[[rule]]\nbucket = "bbb"\ntenant = "t"\n', model="isnet")
     assert rules.rules[0].model == "isnet"
 
 
@@ -198,16 +198,18 @@ def test_the_model_defaults_to_the_settings_model() -> None:
     ('[[rule]]\nbucket = "photos"\nprefix = "in/"\ntenant = "acme"\n'
      '[rule.options]\nformat = "gif"\n',
      r"rule 1 \(photos/in/\): options: format: 'gif' is not one of png, webp, jpg"),
-    ('[[rule]]\nbucket = "a"\ntenant = "t"\n[[rule]]\nbucket = "b"\ntenant = "t"\n'
-     '[rule.options]\ncolour = "red"\n', r"rule 2 \(b/\): options: unknown option\(s\): colour"),
+    ('[[rule]]\nbucket = "aaa"\ntenant = "t"\n[[rule]]\nbucket = "bbb"\ntenant = "t"\n'
+     '[rule.options]\ncolour = "red"\n',
+     r"rule 2 \(bbb/\): options: unknown option\(s\): 'colour'"),
     ('[[rule]]\nbucket = "photos"\ntenant = "Not A Tenant"\n', "rule 1 .*'tenant'"),
     ('[[rule]]\nbucket = "photos"\ntenant = "t"\npriority = "high"\n', "'priority'"),
     ('[[rule]]\ntenant = "t"\n', "'bucket'"),
-    ('[[rule]]\nbucket = "a/b"\ntenant = "t"\n', "'bucket'"),
-    ('[[rule]]\nbucket = "a"\ntenant = "t"\nsuffix = ".jpg"\n', r"unknown field\(s\) \['suffix'\]"),
-    ('[[rule]]\nbucket = "a"\ntenant = "t"\n[[rule]]\nbucket = "a"\ntenant = "u"\n',
-     "more than one rule for a/"),
-    ('bucket = "a"\n', "unknown table"),
+    ('[[rule]]\nbucket = "aaa/b"\ntenant = "t"\n', "'bucket'"),
+    ('[[rule]]\nbucket = "aaa"\ntenant = "t"\nsuffix = ".jpg"\n',
+     r"unknown field\(s\) \['suffix'\]"),
+    ('[[rule]]\nbucket = "aaa"\ntenant = "t"\n[[rule]]\nbucket = "aaa"\ntenant = "u"\n',
+     "more than one rule for aaa/"),
+    ('bucket = "aaa"\n', "unknown table"),
     ("", "no \\[\\[rule\\]\\] tables"),
     ("[[rule]\n", "not valid TOML"),
 ])
@@ -277,6 +279,37 @@ def test_an_empty_output_prefix_guards_the_whole_output_bucket(rules: EventRules
     routing = route(events(aws_record("acme/0190.png")), rules, output_bucket="photos",
                     output_prefix="")
     assert [s.reason for s in routing.skipped] == ["own_output"]
+
+
+def test_an_event_whose_key_the_ledger_cannot_hold_is_skipped_alone(rules: EventRules) -> None:
+    records = parse_notification(notification(
+        aws_record("incoming/a%00b.jpg"), aws_record("incoming/bell%07.jpg"),
+        aws_record("incoming/ok.jpg"), aws_record("x.jpg", version="v\u0001")))
+    routing = route(records, rules)
+    assert [s.key for _, s in routing.specs] == ["incoming/ok.jpg"]
+    assert [(s.key, s.reason) for s in routing.skipped] == [
+        ("incoming/a\\x00b.jpg", "invalid_field"), ("incoming/bell\\x07.jpg", "invalid_field"),
+        ("x.jpg", "invalid_field")]
+
+
+def test_a_body_nested_too_deep_is_not_an_event() -> None:
+    with pytest.raises(InvalidEvent, match="nested too deep"):
+        parse_notification("[" * 100_000 + "]" * 100_000)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[[rule]]\nbucket = "photos"\ntenant = "t"\npriority = 40000\n',
+     "'priority': must be between -100 and 100, got 40000"),
+    ('[[rule]]\nbucket = "photos"\nprefix = "in\\u0000/"\ntenant = "t"\n',
+     "'prefix': contains the control character U+0000"),
+    ('[[rule]]\nbucket = "photos"\ntenant = "t"\nmodel = "' + "m" * 80 + '"\n',
+     "'model': is 80 characters long"),
+    ('[[rule]]\nbucket = "photos"\ntenant = "acme\\n"\n', "'tenant': contains the control"),
+])
+def test_a_rule_the_ledger_cannot_hold_stops_the_rules_file(text: str, message: str) -> None:
+    with pytest.raises(InvalidSettings) as refused:
+        EventRules.parse(text)
+    assert message in str(refused.value) and "\x00" not in str(refused.value)
 
 
 # -- submission -------------------------------------------------------------------------------

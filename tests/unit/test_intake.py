@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import re
+
 import pytest
 
 from pipeline.errors import InvalidManifest
@@ -88,3 +91,104 @@ def test_a_bad_csv_manifest_is_refused_with_its_line(lines: list[str], message: 
     with pytest.raises(InvalidManifest) as refused:
         list(csv_specs(lines, DEFAULTS))
     assert message in str(refused.value)
+
+
+# -- S3 URLs are read as S3 reads keys: literally, one trailing ?versionId= ----------------------
+
+
+@pytest.mark.parametrize(("url", "parsed"), [
+    ("s3://photos/faq?.jpg", ("photos", "faq?.jpg", None)),
+    ("s3://photos/catalog/item#12.jpg?versionId=3HL4kqtJ",
+     ("photos", "catalog/item#12.jpg", "3HL4kqtJ")),
+    ("s3://photos/a%20b.jpg", ("photos", "a%20b.jpg", None)),
+    ("s3://photos/a+b.jpg", ("photos", "a+b.jpg", None)),
+    ("s3://photos/summer sale/red shoe.jpg", ("photos", "summer sale/red shoe.jpg", None)),
+    ("s3://photos/café/日本 🙂.png?versionId=v.1_x-Y",
+     ("photos", "café/日本 🙂.png", "v.1_x-Y")),
+    ("s3://photos/what?versionId=no?.jpg", ("photos", "what?versionId=no?.jpg", None)),
+    ("s3://photos/a?b#c%d+e.jpg?versionId=null", ("photos", "a?b#c%d+e.jpg", "null")),
+    ("s3://photos/?.jpg", ("photos", "?.jpg", None)),
+])
+def test_an_s3_url_keeps_every_character_of_its_key(url: str,
+                                                    parsed: tuple[str, str, str | None]) -> None:
+    assert parse_s3_url(url) == parsed
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("s3://photos/a.jpg?versionId=", "empty versionId"),
+    ("s3://Photos/a.jpg", "bucket"),
+    ("s3://photos/a\x00.jpg", "key: contains the control character U+0000"),
+    ("s3://photos/a.jpg?versionId=v\x01", "version: contains the control character U+0001"),
+    ("s3://photos/" + "k" * 1025, "key: is 1025 bytes"),
+])
+def test_an_s3_url_the_ledger_cannot_hold_is_refused(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_s3_url(url)
+
+
+# -- manifest lines hold their fields to the ledger's limits ------------------------------------
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("s3://photos/a\x07.jpg", "line 2: key: contains the control character U+0007"),
+    ('{"bucket": "photos", "key": "a\\u0000.jpg"}', "line 2: key: contains the control"),
+    ('{"bucket": "photos", "key": "a.jpg", "version": {"v": 1}}',
+     "line 2: version: must be a string, got dict"),
+    ('{"bucket": "photos", "key": "a.jpg", "priority": 40000}',
+     "line 2: priority: must be between -100 and 100, got 40000"),
+    ('{"bucket": "photos", "key": "a.jpg", "idempotency_key": "' + "k" * 300 + '"}',
+     "line 2: idempotency_key: is 300 characters long, over the limit of 255"),
+    ('{"bucket": "photos", "key": "a.jpg", "model": "' + "m" * 80 + '"}',
+     "line 2: model: is 80 characters long, over the limit of 64"),
+    ('{"bucket": "photos", "key": "a.jpg", "options": ["crop"]}',
+     "line 2: 'options' must be an object"),
+    ('{"bucket": "photos", "key": "a.jpg", "\\u0000": 1}', "line 2: unknown field(s) ['\\x00']"),
+    ("[" * 5000 + "]" * 5000, "line 2: the JSON is nested too deep"),
+])
+def test_a_manifest_field_the_ledger_cannot_hold_stops_the_manifest(line: str,
+                                                                  message: str) -> None:
+    specs = manifest_specs(["s3://photos/ok.jpg", line], DEFAULTS)
+    assert next(specs).key == "ok.jpg"
+    with pytest.raises(InvalidManifest) as refused:
+        next(specs)
+    assert str(refused.value).startswith(message), str(refused.value)
+    assert "\x00" not in str(refused.value) and "\x07" not in str(refused.value)
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    (["bucket,key", "photos,ok.jpg", "photos,a\x1b[2J.jpg"], "line 3: key: contains"),
+    (["bucket,key,priority", "photos,a.jpg,40000"], "line 2: priority: must be between"),
+    (["bucket,key,idempotency_key", "photos,a.jpg," + "k" * 256], "line 2: idempotency_key"),
+])
+def test_a_csv_field_the_ledger_cannot_hold_stops_the_manifest(lines: list[str],
+                                                               message: str) -> None:
+    from pipeline.intake import csv_specs
+
+    with pytest.raises(InvalidManifest) as refused:
+        list(csv_specs(lines, DEFAULTS))
+    assert str(refused.value).startswith(message), str(refused.value)
+
+
+def test_manifest_bytes_become_lines_without_their_ends_and_bom() -> None:
+    from pipeline.intake import manifest_lines
+
+    data = b"\xef\xbb\xbfs3://photos/a.jpg\r\ns3://photos/b\xe2\x80\xa8c.jpg\n\ns3://photos/d.jpg"
+    assert list(manifest_lines(io.BytesIO(data))) == [
+        "s3://photos/a.jpg", "s3://photos/b\u2028c.jpg", "", "s3://photos/d.jpg"]
+
+
+def test_a_manifest_line_that_is_not_utf8_is_refused_by_its_number() -> None:
+    from pipeline.intake import manifest_lines
+
+    lines = manifest_lines(io.BytesIO(b"s3://photos/a.jpg\ns3://photos/caf\xe9.jpg\n"))
+    assert next(lines) == "s3://photos/a.jpg"
+    with pytest.raises(InvalidManifest, match="line 2: not UTF-8 text"):
+        next(lines)
+
+
+def test_a_csv_manifest_with_a_bom_names_its_columns() -> None:
+    from pipeline.intake import manifest_lines, specs_of
+
+    data = "\ufeffbucket,key\r\nphotos,a.jpg\r\n".encode()
+    specs = list(specs_of("m.csv", manifest_lines(io.BytesIO(data)), DEFAULTS))
+    assert [(s.bucket, s.key) for s in specs] == [("photos", "a.jpg")]

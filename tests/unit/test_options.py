@@ -60,7 +60,7 @@ def test_format_not_a_string_is_named() -> None:
 
 
 def test_unknown_option_is_named() -> None:
-    assert _error({"size": "full", "crop": True}) == "unknown option(s): size"
+    assert _error({"size": "full", "crop": True}) == "unknown option(s): 'size'"
 
 
 def test_bad_channels_is_named() -> None:

@@ -1,0 +1,122 @@
+"""The rules of S3 event intake: which writes become jobs, for whom, with what options.
+
+A TOML file of ``[[rule]]`` tables, checked whole at start (``EventRules.load``) so a bad file
+stops ``clipline events`` (and the webhook) with the rule named, never at the first event it
+would have matched. Every field is held to ``pipeline.fields``, the same limits as the API's
+and the manifests': a bucket name, a key prefix, a tenant id, a priority from -100 to 100, a
+model name, and the output options. Pure: no I/O beyond reading the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import fields
+from pipeline.errors import InvalidField, InvalidOptions, InvalidSettings
+from pipeline.options import OutputOptions
+
+RULE_FIELDS = frozenset({"bucket", "prefix", "tenant", "priority", "model", "options"})
+
+
+# -- rules ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    bucket: str
+    prefix: str
+    tenant: str
+    priority: int = 0
+    model: str = "u2netp"
+    options: Mapping[str, Any] = field(default_factory=dict)  # normalised (OutputOptions)
+
+    @property
+    def name(self) -> str:
+        return f"{self.bucket}/{self.prefix}"
+
+
+@dataclass(frozen=True, slots=True)
+class EventRules:
+    """Which writes become jobs, for whom, with what options. A TOML file of ``[[rule]]``
+    tables: ``bucket``, ``prefix`` (default: the whole bucket), ``tenant``, ``priority``
+    (default 0), ``model`` (default: the settings' model) and ``[rule.options]``."""
+
+    rules: tuple[Rule, ...]
+
+    @classmethod
+    def load(cls, path: Path, *, model: str = "u2netp") -> EventRules:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidSettings(f"events rules file {path}: {exc.strerror or exc}") from exc
+        return cls.parse(text, source=str(path), model=model)
+
+    @classmethod
+    def parse(cls, text: str, *, source: str = "rules", model: str = "u2netp") -> EventRules:
+        """Every rule checked, options included, so a bad file stops ``clipline events`` at
+        start with the rule named, not at the first event it would have matched."""
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidSettings(f"{source}: not valid TOML: {exc}") from exc
+        if set(doc) - {"rule"}:
+            raise InvalidSettings(f"{source}: unknown table(s) {sorted(set(doc) - {'rule'})}; "
+                                  "write rules as [[rule]]")
+        items = doc.get("rule")
+        if not isinstance(items, list) or not items:
+            raise InvalidSettings(f"{source}: no [[rule]] tables")
+        rules = tuple(_rule(item, f"{source}: rule {n}", model)
+                      for n, item in enumerate(items, start=1))
+        names = [r.name for r in rules]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise InvalidSettings(f"{source}: more than one rule for {', '.join(twice)}")
+        return cls(rules)
+
+    def match(self, bucket: str, key: str) -> Rule | None:
+        """The rule of ``bucket`` whose prefix is the longest that ``key`` starts with."""
+        best: Rule | None = None
+        for rule in self.rules:
+            if rule.bucket == bucket and key.startswith(rule.prefix) and (
+                    best is None or len(rule.prefix) > len(best.prefix)):
+                best = rule
+        return best
+
+    @property
+    def tenants(self) -> frozenset[str]:
+        return frozenset(r.tenant for r in self.rules)
+
+
+def _rule(item: Any, where: str, model: str) -> Rule:
+    if not isinstance(item, dict):
+        raise InvalidSettings(f"{where}: expected a table")
+    bucket, prefix = item.get("bucket"), item.get("prefix", "")
+    if isinstance(bucket, str) and isinstance(prefix, str):
+        where = f"{where} ({fields.escaped(bucket, 80)}/{fields.escaped(prefix, 80)})"
+    unknown = ", ".join(sorted(map(fields.shown, set(item) - RULE_FIELDS)))
+    if unknown:
+        raise InvalidSettings(f"{where}: unknown field(s) [{unknown}]; "
+                              f"known: {sorted(RULE_FIELDS)}")
+    try:
+        return Rule(
+            bucket=fields.BUCKET.check(bucket), prefix=fields.PREFIX.check(prefix),
+            tenant=fields.TENANT.check(item.get("tenant")),
+            priority=fields.PRIORITY.check(item.get("priority", 0)),
+            model=fields.MODEL.check(item.get("model", model)), options=_options(item, where))
+    except InvalidField as exc:
+        raise InvalidSettings(f"{where}: {exc.field!r}: {exc.problem}") from exc
+
+
+def _options(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    options = item.get("options", {})
+    if not isinstance(options, dict):
+        raise InvalidSettings(f"{where}: 'options' must be a table")
+    try:
+        # Normalised here, so an event's job folds with an API submission of the same request.
+        return OutputOptions.parse(options).normalised()
+    except InvalidOptions as exc:
+        raise InvalidSettings(f"{where}: options: {exc.message}") from exc
