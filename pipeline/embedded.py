@@ -57,6 +57,8 @@ from pipeline.run_names import OutputOwners, OutputPlan, Source
 __all__ = ["IMAGE_SUFFIXES", "STATE_DIR", "EmbeddedRun", "RunLocked", "Summary"]
 
 STATE_DIR = ".clipline"
+HISTORY_OF = "superseded_versions_of"
+"""The meta key that marks a run's history batch (the batch whose superseded jobs it keeps)."""
 PAGE = 2000
 log = logs.get(__name__)
 
@@ -196,7 +198,8 @@ class EmbeddedRun:
                 self.ledger.cancel(job_id)
             stale.append(job_id)
         if stale:
-            self.ledger.create_batch(label=f"run {src}: superseded versions", batch_id=history)
+            self.ledger.create_batch(label=f"run {src}: superseded versions", batch_id=history,
+                                     meta={HISTORY_OF: str(batch_id)})
             self.ledger.move_to_batch(stale, history)
             log.info("jobs_superseded", batch_id=str(batch_id), count=len(stale))
         if len(current) < len(files):

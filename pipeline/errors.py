@@ -268,6 +268,12 @@ class UnstorableValue(UsageError):
     reason = "invalid_value"
 
 
+class LedgerDamaged(UsageError):
+    """The ledger's file cannot be read as a database (an embedded run's SQLite file)."""
+
+    reason = "ledger_damaged"
+
+
 class InvalidEvent(UsageError):
     """A storage event notification that is not one Clipline understands (nothing submitted)."""
 

@@ -78,14 +78,13 @@ MODEL = TextField("model", max_chars=64, pattern=re.compile(r"[A-Za-z0-9][A-Za-z
                   what="a model name (a-z A-Z 0-9 . _ -)")  # jobs.model
 TENANT = TextField("tenant", max_chars=64, pattern=re.compile(r"[a-z0-9][a-z0-9_\-]*"),
                    what="a tenant id (a-z 0-9 _ -, starting with a letter or digit)")
-LABEL = TextField("label", max_chars=200)
+LABEL = TextField("label", max_chars=200)  # free text a person gives: labels, names
 NAME = TextField("name", max_chars=200)
 REASON = TextField("reason", max_chars=64)  # jobs.last_error_code
 SOURCE_RULE = TextField("allow", max_chars=1024 + 64, what="a bucket/prefix rule")
 PRIORITY = IntField("priority", -100, 100)
 
-SHORT_TEXT = 200
-"""Free text a person gives (labels, names) is at most this many characters."""
+FOLDER = TextField("folder", max_bytes=4096, what="a folder path")  # an embedded run's SRC/DST
 
 
 def check_text(value: object, spec: TextField) -> str:
@@ -106,8 +105,7 @@ def text_problem(value: str, spec: TextField) -> str | None:
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError as exc:
-        return (f"is not valid Unicode text (an unpaired surrogate at character {exc.start}; a "
-                "file name that is not UTF-8 reads so)")
+        return f"is not valid UTF-8 text (at character {exc.start})"
     found = _CONTROL.search(value)
     if found:
         return (f"contains the control character U+{ord(found.group()):04X} at character "

@@ -27,15 +27,18 @@ from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 from pipeline import fields
-from pipeline.embedded import IMAGE_SUFFIXES
 from pipeline.errors import InvalidManifest, InvalidOptions
 from pipeline.fields import shown
 from pipeline.jobs import Job, JobSpec, JobStatus
 from pipeline.options import OutputOptions
+from pipeline.run_files import IMAGE_SUFFIXES
 
 JSON_FIELDS = {"bucket", "key", "version", "options", "priority", "idempotency_key", "model"}
 VERSION_PARAMETER = "?versionId="
 BOM = "\ufeff"
+ASCII_SPACE = " \t\r\n\f\v"
+"""What may surround a manifest line without being part of it. ASCII only: a no-break space or
+U+2028 at the end of a key is part of the key, as S3 sees it."""
 OPTION_NAMES = {f.name for f in dataclass_fields(OutputOptions)}
 
 
@@ -50,7 +53,7 @@ def parse_s3_url(text: str) -> tuple[str, str, str | None]:
     trailing whitespace around the URL is not part of the key (same reason, same remedy).
     Raises ``ValueError`` (``InvalidField`` for a bucket, key or version the ledger cannot hold).
     """
-    text = text.strip()
+    text = text.strip(ASCII_SPACE)
     if not text.startswith("s3://"):
         raise ValueError(f"not an S3 object URL (s3://bucket/key): {shown(text)}")
     bucket, slash, rest = text[5:].partition("/")
@@ -67,10 +70,12 @@ def parse_s3_url(text: str) -> tuple[str, str, str | None]:
 
 
 def is_image_key(key: str) -> bool:
+    """Whether ``key`` is named like a picture (``IMAGE_SUFFIXES``, any case)."""
     return PurePosixPath(key).suffix.lower() in IMAGE_SUFFIXES
 
 
 def url_spec(text: str, defaults: Mapping[str, Any]) -> JobSpec:
+    """The job of one S3 URL (``parse_s3_url``) with ``defaults`` (options, priority, model)."""
     bucket, key, version = parse_s3_url(text)
     return JobSpec(bucket=bucket, key=key, version=version, **defaults)
 
@@ -89,7 +94,7 @@ def manifest_specs(lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterato
     does not say otherwise. A JSON line's options are checked here, so a bad one stops the
     manifest; the defaults are the caller's to check, once."""
     for number, raw in enumerate(lines, start=1):
-        line = raw.strip()
+        line = raw.strip(ASCII_SPACE)
         if not line or line.startswith("#"):
             continue
         try:

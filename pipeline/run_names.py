@@ -9,9 +9,10 @@ The rule (``clipline run --help`` and the README say the same):
    Unicode normalisation, so the cut-outs stay apart on any file system.
 3. The names are computed over the whole run at once, in sorted order, so they do not depend on
    the order the files were found. A name still wanted twice after that (a file literally
-   named ``shoe.jpg.png`` beside ``shoe.jpg`` and ``shoe.png``), or a name that is also a folder
-   of other cut-outs, goes to the first source in sorted order; the others fail with
-   ``output_collision``.
+   named ``shoe.jpg.png`` beside ``shoe.jpg`` and ``shoe.png``) goes to the first source in
+   sorted order, and the others fail with ``output_collision``. A name that is also a folder
+   other cut-outs go into (``a.jpg`` → ``a.png`` beside a folder ``a.png/``) stays the
+   folder's: that file fails with ``output_collision``.
 4. Across runs into the same DST (another SRC, or a source that has since left SRC), an output
    file that a job of another source recorded is never overwritten: the job fails with
    ``output_collision``. A source run again (changed, or with other options) replaces its own

@@ -27,8 +27,7 @@ pytest_plugins = ["tests.tritonkit"]
 # Every property test draws the same examples on every run (CI must be deterministic); a
 # deeper, randomized run is `HYPOTHESIS_PROFILE=fuzz` (what `make fuzz-api` sets).
 hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
-hypothesis_settings.register_profile("fuzz", derandomize=False, database=None, print_blob=True,
-                                     max_examples=2000)
+hypothesis_settings.register_profile("fuzz", derandomize=False, database=None, print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 PG_SERVER = os.environ.get("CLIPLINE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")

@@ -23,7 +23,7 @@ from pipeline import bootstrap, fields, logs
 from pipeline.cli import app
 from pipeline.cli import main as cli_main
 from pipeline.cli.run import ProgressBar, console, output_options
-from pipeline.errors import ClipError, InvalidSettings, UsageError
+from pipeline.errors import ClipError, InvalidField, InvalidSettings, UsageError
 from pipeline.fields import shown
 from pipeline.intake import manifest_lines, prefix_specs, queued_pages, specs_of, url_spec
 from pipeline.jobs import DEFAULT_TENANT, Dispatch, JobSpec
@@ -263,11 +263,13 @@ def submit(
         .normalised(),
         "priority": priority, "model": settings.model,
     }
-    # A first pass refuses a bad manifest line, URL or prefix before anything is written.
-    total: int | None = sum(1 for _ in _specs(settings, urls, None, manifest, defaults))
+    # A first pass refuses a bad manifest line, URL or prefix before anything is written (a
+    # prefix is listed only once, while recording: its keys are counted then).
+    total: int | None = None
     if prefix is not None:
         _prefix(prefix)
-        total = None
+    else:
+        total = sum(1 for _ in _specs(settings, urls, None, manifest, defaults))
     ledger = _ledger(settings)
     try:
         ledger.ensure_tenant(tenant)
@@ -300,6 +302,8 @@ def _specs(settings: Settings, urls: list[str] | None, prefix: str | None,
         for url in urls or []:
             try:
                 spec = url_spec(url, defaults)
+            except InvalidField:
+                raise  # already a usage error, with its field and code
             except ValueError as exc:
                 raise UsageError(str(exc)) from exc
             yield spec

@@ -6,6 +6,7 @@ transaction opened with ``BEGIN IMMEDIATE`` so two writers queue instead of fail
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ import psycopg
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 
-from pipeline.errors import LedgerUnavailable, UnstorableValue
+from pipeline.errors import LedgerDamaged, LedgerUnavailable, UnstorableValue
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -101,6 +102,10 @@ def translated() -> Iterator[None]:
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise LedgerUnavailable(f"ledger connection lost: {exc.orig or exc}") from exc
+        if type(exc.orig) is sqlite3.DatabaseError:  # not one of its subclasses: a bad file
+            # "file is not a database", "database disk image is malformed"
+            raise LedgerDamaged(f"the ledger's SQLite file is damaged ({exc.orig}): move it "
+                                "aside to start a new one") from exc
         raise
 
 

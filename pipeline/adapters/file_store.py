@@ -27,6 +27,16 @@ from pipeline.errors import (
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; set back at once
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
+"""What ``open()`` would give a new file under the process's umask (read once, at import)."""
+
+
 class FileStore:
     def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -64,6 +74,7 @@ class FileStore:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:32]}.",
                                        suffix=".part")
             try:
+                os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; a cut-out is an ordinary file
                 with os.fdopen(fd, "wb") as out:
                     out.write(data)
                 os.replace(tmp, path)

@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from pipeline import fields
-from pipeline.embedded import STATE_DIR
+from pipeline.embedded import HISTORY_OF, STATE_DIR
 from pipeline.errors import BatchNotFound
 from pipeline.jobs import DEFAULT_TENANT, JobStatus
 from pipeline.settings import Settings
@@ -99,7 +99,33 @@ def redrive(
         raise typer.BadParameter("give --id, --reason or --batch")
     ledger = _ledger(run)
     try:
+        if run is not None and not ids:
+            # An embedded run re-drives its files' current versions: the jobs of superseded
+            # versions (kept in the run's history batches) stay as they ended.
+            ids = _current_dead(ledger, tenant, reason, batch)
+            if not ids:
+                typer.echo("re-driven: 0 job(s)")
+                return
+            reason = batch = None
         moved = ledger.redrive(tenant=tenant, ids=ids or None, reason=reason, batch_id=batch)
     finally:
         ledger.close()
     typer.echo(f"re-driven: {moved} job(s)")
+
+
+def _current_dead(ledger: Any, tenant: str, reason: str | None,
+                  batch: uuid.UUID | None) -> list[uuid.UUID]:
+    """The dead jobs matching the selectors that are not in a run's history batch."""
+    found: list[uuid.UUID] = []
+    history: dict[uuid.UUID | None, bool] = {None: False}
+    after = None
+    while page := ledger.list_jobs(tenant=tenant, batch_id=batch, status=JobStatus.DEAD,
+                                   reason=reason, after=after, limit=1000):
+        for job in page:
+            if job.batch_id not in history:
+                meta = ledger.get_batch(job.batch_id)["meta"] or {}
+                history[job.batch_id] = HISTORY_OF in meta
+            if not history[job.batch_id]:
+                found.append(job.id)
+        after = page[-1].id
+    return found

@@ -21,16 +21,13 @@ from pipeline.embedded import (
     batch_id_for,
     run_lock,
 )
-from pipeline.errors import InvalidOptions, UsageError
+from pipeline.errors import InvalidField, InvalidOptions, UsageError
 from pipeline.jobs import JobStatus
 from pipeline.options import OutputOptions
 from pipeline.ports import Segmenter
 from pipeline.run_files import Scan, SourceUnreadable, scan, shown_name
 from pipeline.run_names import OutputOwners, plan_outputs
 from pipeline.settings import Settings
-
-# A folder path the ledger keeps (as the jobs' bucket) and prints: UTF-8, no control characters.
-FOLDER = fields.TextField("folder", max_bytes=4096, what="a folder path")
 
 # soft_wrap: commands and paths stay on one line, so they can be copied (and parsed).
 console = Console(stderr=True, soft_wrap=True)
@@ -46,15 +43,15 @@ def output_options(
     }
     if bg_color:
         raw["bg_color"] = bg_color
-    if max_side:
+    if max_side is not None:
         raw["max_side"] = max_side
     return OutputOptions.parse(raw)
 
 
 def run(
-    src: Path = typer.Argument(..., exists=True, file_okay=False, resolve_path=True,
+    src: Path = typer.Argument(..., metavar="SRC", exists=True, file_okay=False, resolve_path=True,
                                help="Folder of images (searched recursively)."),
-    dst: Path = typer.Argument(..., file_okay=False, resolve_path=True,
+    dst: Path = typer.Argument(..., metavar="DST", file_okay=False, resolve_path=True,
                                help="Folder for the cut-outs; its .clipline/ keeps the ledger."),
     fmt: str = typer.Option("png", "--format", help="png (lossless, default), webp (lossless) "
                             "or jpg (flattened over --bg-color, white by default)."),
@@ -85,8 +82,9 @@ def run(
     done. A changed file is done again, and its old version's failures stop counting. Files
     that cannot be cut out fail on their own with a reason; files whose names the ledger
     cannot hold (not UTF-8, control characters) and folders that cannot be read are refused
-    one by one. Summary at the end: done, failed and refused by reason; exit status 1 when
-    anything failed or was refused.
+    one by one. Summary at the end (on stderr): done, failed and refused by reason, and the
+    batch id. Exit status 1 when anything failed or was refused; 2, with one line on stderr and
+    nothing written, when the run cannot start.
     """
     settings = Settings()
     # The summary lists failures; the console log shows only what the summary cannot.
@@ -117,10 +115,11 @@ def run_folder(
     except SourceUnreadable as exc:
         raise UsageError(f"cannot list SRC {src}: {exc.strerror}") from exc
     settings = settings.model_copy(update={"model": model})
+    # A missing or damaged model stops the run here, before anything is written into DST.
+    segmenter = segmenter or bootstrap.segmenter(settings, threads=threads)
     with run_lock(dst):
         ledger = bootstrap.embedded_ledger(dst / STATE_DIR)
         try:
-            segmenter = segmenter or bootstrap.segmenter(settings, threads=threads)
             return _run(ledger, segmenter, src, dst, found, options, settings,
                         batch_size, threads, show_progress)
         finally:
@@ -130,9 +129,9 @@ def run_folder(
 def check_folders(src: Path, dst: Path) -> None:
     """Refuse folders the run cannot work with before anything is written."""
     for what, path in (("SRC", src), ("DST", dst)):
-        problem = fields.text_problem(str(path), FOLDER)
+        problem = fields.text_problem(str(path), fields.FOLDER)
         if problem:
-            raise InvalidOptions(f"{what} {shown_name(str(path))}: {problem}")
+            raise InvalidField(what, f"{shown_name(str(path))} {problem}")
     if not src.is_dir():
         raise InvalidOptions(f"SRC {src} is not a folder")
     if dst == src or src in dst.parents:
@@ -165,7 +164,7 @@ def _run(ledger: Any, segmenter: Segmenter, src: Path, dst: Path, found: Scan,
     before = ledger.batch_counts(batch)
     todo = before[JobStatus.QUEUED]
     started = time.perf_counter()
-    with ProgressBar(todo, show_progress) as advance:
+    with ProgressBar(todo, show_progress and console.is_terminal) as advance:
         engine.on_progress = advance
         for _ in range(settings.max_attempts + 1):
             engine.drain(batch, dst)
@@ -238,12 +237,13 @@ def print_summary(summary: Summary, dst: Path) -> None:
     if summary.remaining:
         console.print(f"  [yellow]{summary.remaining} not finished[/]: run the same command again")
     if summary.skipped_files:
-        console.print(f"  {summary.skipped_files} files were not images (by name) and were skipped")
+        many = summary.skipped_files != 1
+        console.print(f"  {summary.skipped_files} {'files were' if many else 'file was'} not "
+                      "an image (by name) and skipped")
     _line(f"Cut-outs are in {dst}")
-    if summary.failed:
-        _line(f"  batch {summary.batch_id}: `clipline status --run {dst} --batch "
-              f"{summary.batch_id}`; retry with `clipline redrive --run {dst} --reason "
-              "REASON`, then run again")
+    _line(f"  batch {summary.batch_id}: `clipline status --run {dst} --batch {summary.batch_id}`"
+          + (f"; retry with `clipline redrive --run {dst} --reason REASON`, then run again"
+             if summary.failed else ""))
 
 
 def _line(text: str) -> None:

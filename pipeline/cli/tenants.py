@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from pipeline import fields
-from pipeline.errors import UsageError
+from pipeline.errors import InvalidField, UsageError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ def create(
         fields.NAME.check(name)
     try:
         found = _store().save(tenant_id, name, allow or None)
+    except InvalidField:
+        raise  # already a usage error, with its field and code
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     rules = "any source" if found.allowed_sources is None else ", ".join(found.allowed_sources)

@@ -87,6 +87,8 @@ def _stored(im: ImageFile.ImageFile) -> tuple[str, object]:
         return "TIFF", im.tag_v2.get(_ORIENTATION_TAG)
     raw = im.info.get("exif")
     if isinstance(raw, bytes):
+        # Pillow puts "Exif\0\0" before a PNG eXIf chunk, whose writer may have put one there
+        # too; Exif.load skips one or two. The TIFF data after them starts with its byte order.
         tiff = raw.removeprefix(_EXIF_PREFIX).removeprefix(_EXIF_PREFIX)
         if tiff[:2] not in (b"II", b"MM", b""):
             raise _DamagedExif(f"no TIFF byte-order mark: it starts {tiff[:4]!r}")
@@ -130,7 +132,9 @@ def orientation(im: ImageFile.ImageFile, notes: list[str]) -> int:
         with recorded_warnings(str(im.format), notes):
             source, value = _stored(im)
     except PILLOW_DAMAGE as exc:
-        notes.append(f"EXIF data is damaged ({exc}); orientation 1 assumed")
+        where = "TIFF tags are" if isinstance(im, TiffImagePlugin.TiffImageFile) else (
+            "EXIF data is")
+        notes.append(f"{where} damaged ({exc}); orientation 1 assumed")
         return 1
     if value is None:
         return 1

@@ -19,6 +19,7 @@ from pipeline.embedded import Summary, batch_id_for, history_id_for
 from pipeline.jobs import JobSpec, JobStatus
 from pipeline.options import OutputOptions
 from pipeline.settings import Settings
+from tests.unlistable import refuse_listing
 
 CLIPLINE = str(Path(sys.executable).with_name("clipline"))
 
@@ -195,7 +196,7 @@ def test_a_queued_job_of_a_superseded_version_is_cancelled_not_processed(
         ledger.close()
 
 
-def test_a_redriven_failure_of_an_old_version_stays_out_of_the_run(tmp_path: Path) -> None:
+def test_an_old_version_s_failure_is_not_redriven_and_stays_as_it_ended(tmp_path: Path) -> None:
     src, dst = tmp_path / "in", tmp_path / "out"
     (src / "photo.jpg").parent.mkdir(parents=True)
     (src / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0 half a jpeg")
@@ -204,9 +205,13 @@ def test_a_redriven_failure_of_an_old_version_stays_out_of_the_run(tmp_path: Pat
     os.utime(src / "photo.jpg", ns=(1, 2 * 10**18))
     assert run(src, dst).failed == {}
     assert clipline("redrive", "--run", str(dst), "--reason", "corrupt_image").stdout \
-        == "re-driven: 1 job(s)\n"
+        == "re-driven: 0 job(s)\n"
     again = run(src, dst)
     assert (again.total, again.succeeded, again.already_done, again.failed) == (1, 0, 1, {})
+    ledger = ledger_of(dst)
+    [old] = ledger.list_jobs(status=JobStatus.DEAD)
+    ledger.close()
+    assert (old.key, old.last_error_code) == ("photo.jpg", "corrupt_image")
 
 
 def test_status_shows_the_refusals_the_summary_shows(tmp_path: Path) -> None:
@@ -244,14 +249,7 @@ def test_an_unreadable_folder_is_reported_by_the_run(tmp_path: Path,
     src, dst = tmp_path / "in", tmp_path / "out"
     picture(src / "good.jpg")
     picture(src / "locked" / "a.jpg")
-    real = os.scandir
-
-    def scandir(path: str) -> object:
-        if os.fspath(path).endswith("locked"):
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return real(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    refuse_listing(monkeypatch, "locked")
     summary = run(src, dst)
     assert summary.succeeded == 1 and not summary.ok
     assert summary.refused_by_reason == {"unreadable_folder": 1}
@@ -259,10 +257,10 @@ def test_an_unreadable_folder_is_reported_by_the_run(tmp_path: Path,
 
 @pytest.mark.parametrize(("args", "env", "expected"), [
     (["run", "{tmp}/missing", "{tmp}/out"], {},
-     "clipline: Invalid value for 'src': dir '{tmp}/missing' does not exist. "
+     "clipline: Invalid value for 'SRC': dir '{tmp}/missing' does not exist. "
      "(see `clipline run --help`)"),
     (["run", "{tmp}/in/a.jpg", "{tmp}/out"], {},
-     "clipline: Invalid value for 'src': dir '{tmp}/in/a.jpg' is a file. "
+     "clipline: Invalid value for 'SRC': dir '{tmp}/in/a.jpg' is a file. "
      "(see `clipline run --help`)"),
     (["run", "{tmp}/in", "{tmp}/in/out"], {},
      "clipline: invalid_options: DST {tmp}/in/out must not be inside SRC {tmp}/in"),
@@ -274,11 +272,11 @@ def test_an_unreadable_folder_is_reported_by_the_run(tmp_path: Path,
      "clipline: Invalid value for '--batch-size': "),
     (["run", "{tmp}/in", "{tmp}/out", "--colour", "red"], {},
      "clipline: No such option: --colour"),
-    (["run", "{tmp}/in"], {}, "clipline: Missing argument 'dst'."),
+    (["run", "{tmp}/in"], {}, "clipline: Missing argument 'DST'."),
     (["run", "{tmp}/in", "{tmp}/out"], {"CLIPLINE_MAX_PIXELS": "many"},
      "clipline: invalid setting: CLIPLINE_MAX_PIXELS: "),
     (["run", "{tmp}/in", "{tmp}/out\x1b[2J"], {},
-     "clipline: invalid_options: DST {tmp}/out\\x1b[2J: contains the control character U+001B"),
+     "clipline: invalid_field: DST: {tmp}/out\\x1b[2J contains the control character U+001B"),
     (["status", "--run", "{tmp}/in"], {}, "clipline: Invalid value: give a JOB id or --batch"),
     (["frobnicate"], {}, "clipline: No such command 'frobnicate'."),
 ], ids=["missing-src", "src-a-file", "dst-in-src", "src-in-dst", "bad-format", "bad-number",
@@ -311,3 +309,23 @@ def test_a_second_run_into_the_same_folder_is_refused_in_one_line(tmp_path: Path
     assert done.returncode == 2
     assert done.stderr == (f"clipline: run_locked: another clipline run is writing into "
                            f"{tmp_path / 'out'}\n")
+
+
+def test_a_damaged_ledger_in_dst_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    picture(tmp_path / "in" / "a.jpg")
+    (tmp_path / "out" / ".clipline").mkdir(parents=True)
+    (tmp_path / "out" / ".clipline" / "ledger.sqlite3").write_bytes(b"garbage, not a database")
+    done = clipline("run", str(tmp_path / "in"), str(tmp_path / "out"))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("clipline: ledger_damaged: the ledger's SQLite file is "
+                                  "damaged (file is not a database)")
+    assert done.stderr.count("\n") == 1
+
+
+def test_a_missing_model_stops_the_run_before_dst_is_touched(tmp_path: Path) -> None:
+    picture(tmp_path / "in" / "a.jpg")
+    done = clipline("run", str(tmp_path / "in"), str(tmp_path / "out"),
+                    CLIPLINE_SEGMENTER="onnx", CLIPLINE_MODELS_DIR=str(tmp_path / "no-models"))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("clipline: model_error: ") and done.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -206,7 +206,7 @@ def test_a_file_name_that_is_not_utf8_is_refused_alone_and_the_rest_is_cut_out(
         assert "Traceback" not in done.stderr
         assert f"{1 - attempt} cut out" in done.stderr and "2 images in all" in done.stderr
         assert "refused 1 x invalid_file_name (not recorded as jobs)" in done.stderr
-        assert "    caf\\xe9.jpg: invalid_file_name: the file name is not valid Unicode" \
+        assert "    caf\\xe9.jpg: invalid_file_name: the file name is not valid UTF-8" \
             in done.stderr
     assert sorted(p.name for p in dst.iterdir()) == [".clipline", "good.png"]
     assert jobs_of(dst) == [("good.jpg", "succeeded", None, "good.png")]

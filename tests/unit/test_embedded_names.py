@@ -15,6 +15,7 @@ from pipeline.errors import OutputCollision, OutputNameTooLong
 from pipeline.jobs import JobSpec, JobStatus
 from pipeline.run_files import scan, shown_name
 from pipeline.run_names import OutputOwners, fold, plan_outputs
+from tests.unlistable import refuse_listing
 
 
 def test_an_image_alone_in_its_stem_keeps_the_plain_name() -> None:
@@ -127,14 +128,7 @@ def test_scan_reports_a_folder_it_cannot_list(tmp_path: Path,
     (tmp_path / "locked").mkdir()
     (tmp_path / "locked" / "a.jpg").write_bytes(b"x")
     (tmp_path / "b.jpg").write_bytes(b"x")
-    real = os.scandir
-
-    def scandir(path: str) -> object:
-        if os.fspath(path).endswith("locked"):
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return real(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    refuse_listing(monkeypatch, "locked")
     found = scan(tmp_path)
     assert list(found.files) == ["b.jpg"]
     assert [(r.name, r.reason, r.message) for r in found.refused] == [
@@ -151,3 +145,10 @@ def test_superseded_jobs_move_to_the_history_batch_in_the_memory_ledger_too() ->
     assert ledger.move_to_batch([old[0]], history) == 1
     assert [r[2] for r in ledger.source_index(batch)] == ["1:2"]
     assert ledger.events(old[0])[-1].action == "moved"
+
+
+def test_a_cut_out_file_gets_the_mode_the_umask_gives_a_new_file(tmp_path: Path) -> None:
+    FileStore().put(str(tmp_path), "a/b.png", b"png", content_type="image/png")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "a" / "b.png").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -25,7 +25,7 @@ def test_a_control_character_is_refused_naming_field_and_position(
 
 def test_an_unpaired_surrogate_is_refused() -> None:
     # What Python makes of a file name that is not UTF-8 (os.fsdecode: surrogateescape).
-    with pytest.raises(InvalidField, match="not valid Unicode text"):
+    with pytest.raises(InvalidField, match="not valid UTF-8 text"):
         fields.KEY.check("caf\udce9.jpg")
 
 

@@ -108,6 +108,9 @@ def test_a_bad_csv_manifest_is_refused_with_its_line(lines: list[str], message: 
     ("s3://photos/what?versionId=no?.jpg", ("photos", "what?versionId=no?.jpg", None)),
     ("s3://photos/a?b#c%d+e.jpg?versionId=null", ("photos", "a?b#c%d+e.jpg", "null")),
     ("s3://photos/?.jpg", ("photos", "?.jpg", None)),
+    ("  s3://photos/x.jpg\t", ("photos", "x.jpg", None)),  # ASCII space around: not the key's
+    ("s3://photos/x.jpg\u00a0", ("photos", "x.jpg\u00a0", None)),  # a no-break space is
+    ("s3://photos/x\u2028.jpg", ("photos", "x\u2028.jpg", None)),
 ])
 def test_an_s3_url_keeps_every_character_of_its_key(url: str,
                                                     parsed: tuple[str, str, str | None]) -> None:
