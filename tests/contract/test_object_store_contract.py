@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from pipeline import errors
 from pipeline.adapters.file_store import FileStore
 from pipeline.adapters.memory_store import MemoryStore
-from pipeline.adapters.s3_store import S3Store, make_client
+from pipeline.adapters.s3_store import S3Store, make_client, storage_error
 from pipeline.settings import Settings
 
 LIMIT = 64 * 1024
@@ -110,8 +111,120 @@ def test_s3_version_and_etag_pin_the_object(s3_endpoint: str) -> None:
     client.put_object(Bucket="pinned", Key="k.jpg", Body=b"two")
     s3 = S3Store(client)
     assert s3.get("pinned", "k.jpg", version=first["VersionId"]) == b"one"
-    with pytest.raises(errors.ObjectMissing):
+    with pytest.raises(errors.ObjectChanged):
         s3.get("pinned", "k.jpg", version=first["ETag"])  # the object changed since
+
+
+# -- S3's answers through the store, by meaning (tests/unit/test_s3_errors.py has every row of the
+# table as AWS sends it; these are moto's real answers). Where moto answers differently from AWS,
+# the comment says so, and the test asserts what matters whichever way: permanent, never weather.
+
+
+@pytest.fixture
+def versioned(s3_env: None, s3_endpoint: str) -> tuple[Any, str]:
+    """(raw boto3 client, bucket): a fresh versioning-enabled bucket on moto."""
+    client = make_client(_s3_settings(s3_endpoint, s3_max_attempts=1))
+    bucket = f"v-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return client, bucket
+
+
+def _deleted(client: Any, bucket: str, key: str) -> tuple[str, str]:
+    """Put then delete ``key``: (the object's version, the delete marker's version)."""
+    version = client.put_object(Bucket=bucket, Key=key, Body=b"one")["VersionId"]
+    deleted = client.delete_object(Bucket=bucket, Key=key)
+    assert deleted["DeleteMarker"] is True
+    return version, deleted["VersionId"]
+
+
+def test_s3_a_delete_marker_pinned_by_version_is_object_deleted(
+        versioned: tuple[Any, str]) -> None:
+    client, bucket = versioned
+    version, marker = _deleted(client, bucket, "k.jpg")
+    s3 = S3Store(client)
+    with pytest.raises(errors.ObjectDeleted, match="405"):  # moto: 405 + x-amz-delete-marker
+        s3.head(bucket, "k.jpg", version=marker)
+    # AWS answers this GET 405 MethodNotAllowed (ObjectDeleted, a unit case); moto answers
+    # 404 NoSuchVersion. Either way it is dead at once, never retried as weather.
+    with pytest.raises(errors.PermanentError) as info:
+        s3.get(bucket, "k.jpg", version=marker)
+    assert info.value.reason in {"object_deleted", "object_missing"}
+    assert s3.get(bucket, "k.jpg", version=version) == b"one"  # the earlier version remains
+
+
+def test_s3_a_deleted_key_is_object_deleted(versioned: tuple[Any, str]) -> None:
+    client, bucket = versioned
+    _deleted(client, bucket, "gone.jpg")
+    s3 = S3Store(client)
+    with pytest.raises(errors.ObjectDeleted):  # 404 + x-amz-delete-marker: true
+        s3.head(bucket, "gone.jpg")
+    # AWS sends the same header on the GET (ObjectDeleted); moto's GET omits it.
+    with pytest.raises(errors.PermanentError) as info:
+        s3.get(bucket, "gone.jpg")
+    assert info.value.reason in {"object_deleted", "object_missing"}
+
+
+def test_s3_an_unknown_or_malformed_version_is_permanent(versioned: tuple[Any, str]) -> None:
+    client, bucket = versioned
+    client.put_object(Bucket=bucket, Key="k.jpg", Body=b"one")
+    s3 = S3Store(client)
+    with pytest.raises(errors.ObjectMissing, match="NoSuchVersion"):
+        s3.get(bucket, "k.jpg", version="3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY+MTRCxf3vjVBH40Nr8X8gdR")
+    # AWS refuses a malformed id with 400 InvalidArgument (storage_refused, a unit case); moto
+    # answers 404 NoSuchVersion.
+    with pytest.raises(errors.PermanentError) as info:
+        s3.get(bucket, "k.jpg", version="not a version!")
+    assert info.value.reason in {"storage_refused", "object_missing"}
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_s3_if_match_on_a_changed_object_is_object_changed(s3_endpoint: str) -> None:
+    client = make_client(_s3_settings(s3_endpoint))
+    bucket = f"c-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    first = client.put_object(Bucket=bucket, Key="k.jpg", Body=b"one")["ETag"]
+    client.put_object(Bucket=bucket, Key="k.jpg", Body=b"two")
+    s3 = S3Store(client)
+    with pytest.raises(errors.ObjectChanged, match=r"412 PreconditionFailed.*Condition=If-Match"):
+        s3.get(bucket, "k.jpg", version=first)
+    with pytest.raises(errors.ObjectChanged, match="412"):
+        s3.head(bucket, "k.jpg", version=first)
+
+
+@pytest.mark.usefixtures("s3_env")
+@pytest.mark.parametrize("storage_class", ["GLACIER", "DEEP_ARCHIVE"])
+def test_s3_an_archived_object_is_object_archived(s3_endpoint: str, storage_class: str) -> None:
+    client = make_client(_s3_settings(s3_endpoint))
+    bucket = f"a-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="cold.jpg", Body=b"one", StorageClass=storage_class)
+    with pytest.raises(errors.ObjectArchived, match=rf"InvalidObjectState.*{storage_class}"):
+        S3Store(client).get(bucket, "cold.jpg")
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_s3_put_to_a_missing_bucket_is_output_bucket_missing(s3_endpoint: str) -> None:
+    s3 = S3Store(make_client(_s3_settings(s3_endpoint)))
+    absent = f"absent-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(errors.OutputBucketMissing, match="NoSuchBucket"):
+        s3.put(absent, "cutouts/a.png", b"x", content_type="image/png")
+    with pytest.raises(errors.ObjectMissing, match="NoSuchBucket"):
+        list(s3.list_keys(absent, "photos/"))
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_s3_a_range_beyond_the_object_is_refused(s3_endpoint: str) -> None:
+    """The store reads whole objects; a ranged read's 416 is classified all the same."""
+    client = make_client(_s3_settings(s3_endpoint))
+    bucket = f"r-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="k.jpg", Body=b"abc")
+    with pytest.raises(ClientError) as info:
+        client.get_object(Bucket=bucket, Key="k.jpg", Range="bytes=10-20")
+    error = storage_error(info.value, "get", f"s3://{bucket}/k.jpg")
+    assert error.reason == "storage_refused" and not error.transient
+    assert "416 InvalidRange" in error.message
 
 
 @pytest.mark.usefixtures("s3_env")
