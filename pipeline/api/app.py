@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, health, metrics, limits. ``create_app`` takes its clients.
+"""The FastAPI application: routers, health, metrics, the door. ``create_app`` takes its clients.
 
 The app never builds a client itself: ``workers.cli`` (``clipline api``) composes it with the
 SQL ledger, the tenant store, S3 and the Celery queue; tests compose it the same way.
@@ -6,11 +6,11 @@ SQL ledger, the tenant store, S3 and the Celery queue; tests compose it the same
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -18,9 +18,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.api import batches, events, jobs, problems
 from pipeline.api.deps import ApiDeps
+from pipeline.api.door import Door
 from pipeline.api.problems import problem_response
 from pipeline.api.schemas import problem_responses
 
@@ -43,26 +46,14 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.include_router(batches.router)
     app.include_router(events.router)
     metrics = _Metrics()
-    limit = deps.settings.api_max_body_bytes
-
-    @app.middleware("http")
-    async def guard(request: Request,
-                    call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length and (not length.isdigit() or int(length) > limit):
-            return problem_response(413, "body_too_large", "The request body is too large",
-                                    f"at most {limit} bytes")
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.observe(request.method, path, response.status_code,
-                        time.perf_counter() - start)
-        return response
+    # The door answers 401/413 before a body is read; the metrics, outside it, count those too.
+    app.add_middleware(Door, api=app, keyless={events.WEBHOOK_PATH})
+    app.add_middleware(_Observed, api=app, metrics=metrics)
 
     @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """The process is up."""
+        # On the event loop, not in the worker threads: it answers while every thread waits.
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"],
@@ -86,6 +77,44 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class _Observed:
+    """Pure ASGI middleware: every request counted and timed by route, refusals and 5xx too."""
+
+    def __init__(self, app: ASGIApp, *, api: FastAPI, metrics: _Metrics) -> None:
+        self.app, self.api, self.metrics = app, api, metrics
+        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the client gets when the app raises before answering
+
+        async def observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed)
+        finally:
+            self.metrics.observe(scope["method"], self._route(scope), status,
+                                 time.perf_counter() - start)
+
+    def _route(self, scope: Scope) -> str:
+        """The route's template. The door answers before routing: then match it here."""
+        route = scope.get("route")
+        if route is not None:
+            return str(getattr(route, "path", "unmatched"))
+        if self._templates is None:
+            paths = self.api.openapi()["paths"]
+            self._templates = [(compile_path(path)[0], path) for path in paths]
+        return next((path for pattern, path in self._templates if pattern.match(scope["path"])),
+                    "unmatched")
 
 
 class _Metrics:

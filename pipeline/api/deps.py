@@ -1,4 +1,4 @@
-"""What the API is built from, and who is calling: API keys, rate limits, body size."""
+"""What the API is built from, and who is calling: API keys and rate limits."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import Depends, Request
+from fastapi.requests import HTTPConnection
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from pipeline.api.problems import Problem
@@ -72,14 +73,21 @@ def deps(request: Request) -> ApiDeps:
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
 
+TENANT_SCOPE_KEY = "clipline.tenant"  # the door (``pipeline.api.door``) puts the caller here
 
-def tenant(
-    bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
-    header: str | None = Depends(_header),
-    d: ApiDeps = Depends(deps),
-) -> Tenant:
-    """The tenant of the caller's API key; 401 without a live key, 429 over the rate."""
-    key = bearer.credentials if bearer else header
+
+def _key(bearer: HTTPAuthorizationCredentials | None, header: str | None) -> str | None:
+    return bearer.credentials if bearer else header
+
+
+async def presented_key(conn: HTTPConnection) -> str | None:
+    """The API key a request presents, read by the same schemes the OpenAPI contract names."""
+    return _key(await _bearer(conn), await _header(conn))
+
+
+def authenticate(d: ApiDeps, key: str | None) -> Tenant:
+    """The tenant of ``key``; 401 without a live key, 429 over the key's rate. Blocking (the
+    key's lookup): call it from a thread, never on the event loop."""
     if not key:
         raise Problem(401, "unauthorized", "An API key is required",
                       "send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`")
@@ -91,3 +99,15 @@ def tenant(
         raise Problem(429, "rate_limited", "Too many requests",
                       f"retry in {wait:.1f} s", retry_after=round(wait, 1))
     return found  # type: ignore[no-any-return]
+
+
+def tenant(
+    request: Request,
+    bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    header: str | None = Depends(_header),
+    d: ApiDeps = Depends(deps),
+) -> Tenant:
+    """The tenant of the caller's API key. The door authenticates every request under /v1
+    before its body is read; a route outside its reach is authenticated here, the same way."""
+    found: Tenant | None = request.scope.get(TENANT_SCOPE_KEY)
+    return found if found is not None else authenticate(d, _key(bearer, header))
