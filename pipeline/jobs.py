@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from json.encoder import encode_basestring
 from typing import Any
@@ -56,6 +56,8 @@ LEASE_EXPIRED = "lease_expired"
 LEASE_EXPIRED_MESSAGE = "the worker's lease expired before it finished (it died or hung)"
 
 DEFAULT_TENANT = "default"
+DERIVED_KEY_PREFIX = "h:"
+"""Keys made by ``dedupe_key_of``: the ledger's own, and an S3 event's (identity + sequencer)."""
 
 
 def allowed(src: JobStatus, dst: JobStatus) -> bool:
@@ -94,7 +96,7 @@ def dedupe_key_of(identity: str) -> str:
     """A derived idempotency key: 144 bits of SHA-256, base64url. Short keys keep the unique
     index small enough to stay in memory when a manifest of millions is inserted."""
     digest = hashlib.sha256(identity.encode()).digest()[:18]
-    return "h:" + base64.urlsafe_b64encode(digest).decode()
+    return DERIVED_KEY_PREFIX + base64.urlsafe_b64encode(digest).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,9 @@ class JobSpec:
     model: str = "u2netp"
     priority: int = 0
     idempotency_key: str | None = None
+    deadline: datetime | None = None
+    """When the client gave a deadline instead of a priority (``priority`` is then derived from
+    it): kept so that an explicit idempotency key compares the deadline as sent."""
 
     def dedupe_key(self) -> str:
         """The explicit idempotency key, or one derived from everything that shapes the output.
@@ -119,11 +124,46 @@ class JobSpec:
             return self.idempotency_key
         return dedupe_key_of(self.identity())
 
+    @property
+    def explicit_key(self) -> bool:
+        """Whether the idempotency key is the client's own (an ``Idempotency-Key`` header, a
+        manifest's ``idempotency_key``), which stands for the whole request, rather than one
+        derived from the source, options and model (``DERIVED_KEY_PREFIX``)."""
+        key = self.idempotency_key
+        return key is not None and key != "" and not key.startswith(DERIVED_KEY_PREFIX)
+
     def identity(self, options_json: str | None = None) -> str:
         """Everything that shapes the output, canonically serialised (``options_json``: the
         options' ``canonical_json``, when the caller already has it)."""
         options = canonical_json(dict(self.options)) if options_json is None else options_json
         return identity_text(self.bucket, self.key, self.version, options, self.model)
+
+    def request(self, callback_url: str | None = None) -> dict[str, Any]:
+        """The request as the client made it, canonically: what an explicit idempotency key
+        stands for. Everything that shapes the job or its delivery is here, and a deadline is
+        kept as the instant sent, not as the priority it stood for when it arrived."""
+        deadline = None if self.deadline is None else self.deadline.astimezone(UTC).isoformat()
+        return {
+            "source": {"bucket": self.bucket, "key": self.key, "version": self.version},
+            "options": dict(self.options), "model": self.model,
+            "priority": None if self.deadline is not None else self.priority,
+            "deadline": deadline, "callback_url": callback_url,
+        }
+
+
+def request_differences(stored: Mapping[str, Any], sent: Mapping[str, Any]) -> list[str]:
+    """The fields in which two ``JobSpec.request`` documents differ, sorted: a mapping field
+    names its members (``source.key``, ``options.format``). A field the stored document lacks
+    (a job recorded before requests were kept) is not compared."""
+    found = []
+    for name in sorted(stored.keys() & sent.keys()):
+        old, new = stored[name], sent[name]
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            found += [f"{name}.{k}" for k in sorted(old.keys() | new.keys())
+                      if old.get(k) != new.get(k)]
+        elif old != new:
+            found.append(name)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +198,7 @@ class Job:
     callback_state: str | None = None  # pending, delivered, failed; None: no callback
     callback_attempts: int = 0
     callback_next_at: datetime | None = None
+    request: Mapping[str, Any] | None = None  # JobSpec.request(), for an explicit key only
 
 
 @dataclass(frozen=True, slots=True)

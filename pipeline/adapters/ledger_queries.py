@@ -7,26 +7,43 @@ of claiming and finishing jobs.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, Engine, and_, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Select,
+    and_,
+    func,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
 
+from pipeline import paging
 from pipeline.adapters.database import translated
 from pipeline.adapters.ledger_rows import JobEvent, event, record, to_job
 from pipeline.adapters.ledger_statements import LEASE_CLEARED
 from pipeline.adapters.schema import batches, job_events, jobs, status_is
 from pipeline.errors import BatchNotFound, JobNotFound, LeaseLost, TransitionRefused
 from pipeline.jobs import DEFAULT_TENANT, BatchCounts, Job, JobStatus
+from pipeline.paging import Page
 from pipeline.ports import Clock
 
 Q, R = JobStatus.QUEUED.value, JobStatus.RUNNING.value
+UUID_TYPE = jobs.c.id.type
 
 
 class LedgerQueries:
     engine: Engine
     clock: Clock
+    _pg: bool
 
     def redrive(
         self,
@@ -104,23 +121,70 @@ class LedgerQueries:
         batch_id: uuid.UUID | None = None,
         status: JobStatus | None = None,
         reason: str | None = None,
-        after: uuid.UUID | None = None,
         limit: int = 100,
     ) -> list[Job]:
-        """Jobs matching every filter given, oldest first; ``after`` is the last id of the
-        previous page (ids are time-ordered, so this is a stable cursor)."""
-        conds = []
-        for column, value in ((jobs.c.tenant_id, tenant), (jobs.c.batch_id, batch_id),
-                              (jobs.c.last_error_code, reason)):
-            if value is not None:
-                conds.append(column == value)
+        """The first ``limit`` jobs matching every filter given, oldest first; ``page_jobs``
+        goes on from there."""
+        return self.page_jobs(tenant=tenant, batch_id=batch_id, status=status, reason=reason,
+                              limit=limit).items
+
+    def page_jobs(
+        self,
+        *,
+        tenant: str | None = None,
+        batch_id: uuid.UUID | None = None,
+        status: JobStatus | None = None,
+        reason: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """A page of the jobs matching every filter given, in ``(txid, id)`` order (oldest
+        first); ``after`` is the previous page's ``next_cursor``. Paged to its end, a listing
+        returns every job committed before its last page exactly once (``pipeline.paging``).
+
+        One snapshot serves the page: on PostgreSQL a read-only REPEATABLE READ transaction
+        whose first statement reads which writers are still in progress."""
+        start = paging.decode(after)
+        conds = [column == value for column, value in (
+            (jobs.c.tenant_id, tenant), (jobs.c.batch_id, batch_id),
+            (jobs.c.last_error_code, reason)) if value is not None]
         if status is not None:
             conds.append(status_is(status))
-        if after is not None:
-            conds.append(jobs.c.id > after)
-        query = select(jobs).where(*conds).order_by(jobs.c.id).limit(limit)
-        with translated(), self.engine.connect() as conn:
-            return [to_job(row) for row in conn.execute(query)]
+        with translated(), self._snapshot() as conn:
+
+            def lane(txid: int, last: uuid.UUID | None, n: int) -> Sequence[Any]:
+                after_last = [] if last is None else [jobs.c.id > last]
+                return conn.execute(_ordered([*conds, jobs.c.txid == txid, *after_last], n)).all()
+
+            def beyond(position: paging.Position, n: int) -> Sequence[Any]:
+                txid, job_id = literal(position[0], BigInteger), literal(position[1], UUID_TYPE)
+                after_it = tuple_(jobs.c.txid, jobs.c.id) > tuple_(txid, job_id)
+                return conn.execute(_ordered([*conds, after_it], n)).all()
+
+            rows, cursor = paging.read(start, limit, self._running(conn), lane, beyond,
+                                       lambda r: (r.txid, r.id))
+        return Page([to_job(r) for r in rows], paging.encode(cursor))
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        """A connection whose statements share one snapshot. SQLite's transactions already
+        do (and writers take turns there)."""
+        if not self._pg:
+            with self.engine.connect() as conn:
+                yield conn
+            return
+        with self.engine.connect().execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        ) as conn, conn.begin():
+            yield conn
+
+    def _running(self, conn: Connection) -> frozenset[int]:
+        """The transactions in progress in the connection's snapshot (none on SQLite)."""
+        if not self._pg:
+            return frozenset()
+        found = conn.execute(text(
+            "SELECT pg_snapshot_xip(pg_current_snapshot())::text::bigint")).scalars()
+        return frozenset(found)
 
     def events(self, job_id: uuid.UUID) -> list[JobEvent]:
         cols = [job_events.c[f] for f in JobEvent.__slots__]
@@ -149,7 +213,7 @@ class LedgerQueries:
         """(id, key, version, status) of every job of the batch, oldest first: a lean
         ``list_jobs`` for an embedded run to compare its batch with the files it finds."""
         query = (select(jobs.c.id, jobs.c.source_key, jobs.c.source_version, jobs.c.status)
-                 .where(jobs.c.batch_id == batch_id).order_by(jobs.c.id))
+                 .where(jobs.c.batch_id == batch_id).order_by(jobs.c.txid, jobs.c.id))
         with translated(), self.engine.connect() as conn:
             return [(i, k, v, JobStatus(s)) for i, k, v, s in conn.execute(query)]
 
@@ -213,3 +277,7 @@ class LedgerQueries:
         if "lease" in message:
             raise LeaseLost(job_id, f"{message} (job is {status})")
         raise TransitionRefused(job_id, f"{message} (job is {status})")
+
+
+def _ordered(conds: list[Any], limit: int) -> Select[Any]:
+    return select(jobs).where(*conds).order_by(jobs.c.txid, jobs.c.id).limit(limit)

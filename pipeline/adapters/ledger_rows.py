@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,8 @@ from sqlalchemy import Connection, Engine, Select, Update, insert
 
 from pipeline.adapters.database import translated
 from pipeline.adapters.schema import job_events, jobs
-from pipeline.jobs import Job, JobSpec, JobStatus
+from pipeline.errors import IdempotencyConflict
+from pipeline.jobs import Job, JobSpec, JobStatus, request_differences
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +58,49 @@ def to_job(row: Any) -> Job:
         callback_state=m["callback_state"],
         callback_attempts=m["callback_attempts"],
         callback_next_at=m["callback_next_at"],
+        request=m["request"],
     )
 
 
 def identity(job: Job) -> str:
     """The job's request identity, comparable with ``JobSpec.identity()``."""
     return JobSpec(job.bucket, job.key, job.version, job.options, job.model).identity()
+
+
+def refuse_reuse(job: Job, spec: JobSpec, callback_url: str | None) -> None:
+    """Raise ``IdempotencyConflict`` when ``spec`` folded into ``job`` (the same key) but is not
+    the request that made it. An explicit key compares the whole request (``JobSpec.request``:
+    source, options, model, priority or deadline as sent, callback URL) and names what differs;
+    a derived key already stands for the source, options and model, and a re-submission that
+    differs only in priority or callback folds into the first job by design."""
+    if not spec.explicit_key:
+        if identity(job) != spec.identity():
+            raise IdempotencyConflict(job.id, "idempotency key already used for another request")
+        return
+    stored = row_request(job.bucket, job.key, job.version, job.options, job.model,
+                         job.callback_url, job.request)
+    refuse_request(job.id, job.idempotency_key, stored, spec.request(callback_url))
+
+
+def row_request(bucket: str, key: str, version: str | None, options: Mapping[str, Any],
+                model: str, callback_url: str | None,
+                request: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The request a job row was made from: its ``request`` column, or, for a job recorded
+    before requests were kept, what the row holds (not the priority or deadline as sent)."""
+    if request is not None:
+        return request
+    return {"source": {"bucket": bucket, "key": key, "version": version},
+            "options": dict(options), "model": model, "callback_url": callback_url}
+
+
+def refuse_request(job_id: object, key: str, stored: Mapping[str, Any],
+                   sent: Mapping[str, Any]) -> None:
+    """``IdempotencyConflict`` naming the fields in which ``sent`` differs from ``stored``."""
+    differ = request_differences(stored, sent)
+    if differ:
+        raise IdempotencyConflict(
+            job_id, f"idempotency key {key!r} already used for another request; it differs "
+            f"in {', '.join(differ)}", differ)
 
 
 def event(

@@ -1,8 +1,12 @@
 """An in-memory ledger with the same behaviour as ``SqlLedger``, for unit tests of the layers
-above it. The contract suite (tests/contract) holds both to the same rules."""
+above it. The contract suite (tests/contract) holds both to the same rules.
+
+Listings go in insertion order: every insert takes the next number (its ``txid``), and with
+one lock around every write no insert is ever in progress while a page is read."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import uuid
@@ -12,11 +16,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipeline.adapters.ledger_rows import JobEvent, identity
+from pipeline import paging
+from pipeline.adapters.ledger_rows import JobEvent, refuse_reuse
 from pipeline.clock import SystemClock
 from pipeline.errors import (
     ClipError,
-    IdempotencyConflict,
     JobNotFound,
     LeaseLost,
     TransitionRefused,
@@ -62,6 +66,8 @@ class MemoryLedger:
         self._keys: dict[tuple[str, str], uuid.UUID] = {}
         self._events: dict[uuid.UUID, list[JobEvent]] = {}
         self._tenants = {DEFAULT_TENANT}
+        self._txids = itertools.count(1)
+        self._txid: dict[uuid.UUID, int] = {}
 
     def close(self) -> None:
         pass
@@ -93,8 +99,10 @@ class MemoryLedger:
             finished_at=None, published_at=now, callback_url=callback_url,
             callback_state="pending" if callback_url else None,
             callback_next_at=now if callback_url else None,
+            request=spec.request(callback_url) if spec.explicit_key else None,
         )
         self._jobs[job.id], self._keys[key], self._events[job.id] = job, job.id, []
+        self._txid[job.id] = next(self._txids)
         return job, True
 
     def submit(self, spec: JobSpec, *, tenant: str = DEFAULT_TENANT,
@@ -102,8 +110,8 @@ class MemoryLedger:
                callback_url: str | None = None) -> SubmitResult:
         with self._lock:
             job, created = self._insert(spec, tenant, batch_id, max_attempts, callback_url)
-        if not created and identity(job) != spec.identity():
-            raise IdempotencyConflict(job.id, "idempotency key already used for another request")
+        if not created:
+            refuse_reuse(job, spec, callback_url)
         return SubmitResult(job, created)
 
     def submit_many(self, specs: Iterable[JobSpec], *, tenant: str = DEFAULT_TENANT,
@@ -112,9 +120,20 @@ class MemoryLedger:
                     callback_url: str | None = None) -> BulkResult:
         received = inserted = 0
         with self._lock:
-            for spec in specs:
-                received += 1
-                inserted += self._insert(spec, tenant, batch_id, max_attempts, callback_url)[1]
+            keys = dict(self._keys)
+            try:
+                for spec in specs:
+                    received += 1
+                    job, created = self._insert(spec, tenant, batch_id, max_attempts,
+                                                callback_url)
+                    inserted += created
+                    if not created and spec.explicit_key:
+                        refuse_reuse(job, spec, callback_url)
+            except BaseException:  # one transaction: nothing of a refused call stays
+                for job_id in (self._keys[k] for k in self._keys.keys() - keys.keys()):
+                    del self._jobs[job_id], self._events[job_id], self._txid[job_id]
+                self._keys = keys
+                raise
         return BulkResult(batch_id, received, inserted)
 
     # -- work -------------------------------------------------------------------------------
@@ -289,20 +308,37 @@ class MemoryLedger:
 
     def list_jobs(
         self, *, tenant: str | None = None, batch_id: uuid.UUID | None = None,
-        status: JobStatus | None = None, reason: str | None = None,
-        after: uuid.UUID | None = None, limit: int = 100,
+        status: JobStatus | None = None, reason: str | None = None, limit: int = 100,
     ) -> list[Job]:
+        return self.page_jobs(tenant=tenant, batch_id=batch_id, status=status, reason=reason,
+                              limit=limit).items
+
+    def page_jobs(
+        self, *, tenant: str | None = None, batch_id: uuid.UUID | None = None,
+        status: JobStatus | None = None, reason: str | None = None, after: str | None = None,
+        limit: int = 100,
+    ) -> paging.Page:
         wanted = {"tenant_id": tenant, "batch_id": batch_id, "status": status,
                   "last_error_code": reason}
-        found = [j for j in sorted(self._jobs.values(), key=lambda j: j.id)
-                 if all(v is None or getattr(j, k) == v for k, v in wanted.items())
-                 and (after is None or j.id > after)]
-        return found[:limit]
+
+        def beyond(position: paging.Position, n: int) -> list[Job]:
+            return [j for j in self._ordered() if self._position(j) > position
+                    and all(v is None or getattr(j, k) == v for k, v in wanted.items())][:n]
+
+        with self._lock:  # no insert is ever in progress here: no lanes
+            found, cursor = paging.read(paging.decode(after), limit, frozenset(),
+                                        lambda *_: [], beyond, self._position)
+        return paging.Page(found, paging.encode(cursor))
+
+    def _position(self, job: Job) -> paging.Position:
+        return self._txid[job.id], job.id
+
+    def _ordered(self) -> list[Job]:
+        return sorted(self._jobs.values(), key=self._position)
 
     def source_index(self, batch_id: uuid.UUID) -> list[tuple[uuid.UUID, str, str | None,
                                                              JobStatus]]:
-        return [(j.id, j.key, j.version, j.status)
-                for j in sorted(self._jobs.values(), key=lambda j: j.id)
+        return [(j.id, j.key, j.version, j.status) for j in self._ordered()
                 if j.batch_id == batch_id]
 
     def move_to_batch(self, job_ids: Sequence[uuid.UUID], batch_id: uuid.UUID) -> int:

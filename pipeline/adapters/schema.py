@@ -66,9 +66,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+# The same, with None stored as SQL NULL rather than JSON null.
+NullableJSONDoc = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 STATUSES = ", ".join(f"'{s.value}'" for s in JobStatus)
 NOW = text("CURRENT_TIMESTAMP")
 UNPUBLISHED = "status = 'queued' AND (published_at IS NULL OR published_at < not_before)"
+PG_TXID = text("(pg_current_xact_id()::text)::bigint")
 
 tenants = Table(
     "tenants",
@@ -141,6 +144,14 @@ jobs = Table(
     Column("callback_attempts", Integer, nullable=False, server_default="0"),
     Column("callback_next_at", UTCDateTime, nullable=True),
     Column("callback_error", Text, nullable=True),
+    # The number of the transaction that inserted the row: listings go in (txid, id) order,
+    # which a transaction that commits late cannot slip behind (see pipeline/paging.py).
+    # PostgreSQL fills it in; on SQLite the ledger takes the next number inside its write
+    # transaction (writers take turns there), so the default below is PostgreSQL's only.
+    Column("txid", BigInteger, nullable=False, server_default=PG_TXID),
+    # What the client sent (JobSpec.request), kept for a job made under an explicit
+    # idempotency key so that a reuse with any difference is refused, naming it.
+    Column("request", NullableJSONDoc, nullable=True),
     CheckConstraint(f"status IN ({STATUSES})", name="status"),
     CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
     # Idempotent intake: one job per key per tenant.
@@ -176,15 +187,20 @@ jobs = Table(
         postgresql_where=text("status = 'running'"),
         sqlite_where=text("status = 'running'"),
     ),
-    # Listing a batch by status, and counting it.
-    Index(None, "batch_id", "status"),
-    # Listing a tenant's jobs by status, newest first by id (ids are time-ordered).
-    Index(None, "tenant_id", "status", "id"),
-    # Dead letters by reason.
+    # Listings, in (txid, id) order: everything (and SQLite's next txid), a tenant's jobs, a
+    # tenant's jobs by status, a batch's jobs. The batch's index ends with the status, so a
+    # listing by status filters in the index, and counting a batch by status reads only it.
+    Index(None, "txid", "id"),
+    Index(None, "tenant_id", "txid", "id"),
+    Index(None, "tenant_id", "status", "txid", "id"),
+    Index(None, "batch_id", "txid", "id", "status"),
+    # Dead letters by reason, in listing order.
     Index(
         "ix_jobs_dead_reason",
         "tenant_id",
         "last_error_code",
+        "txid",
+        "id",
         postgresql_where=text("status = 'dead'"),
         sqlite_where=text("status = 'dead'"),
     ),

@@ -441,8 +441,10 @@ def test_list_jobs_filters_and_pages_by_cursor(ledger: Ledger) -> None:
     ledger.submit_many([spec(f"{i}.jpg") for i in range(5)], batch_id=batch)
     ledger.submit(spec("elsewhere.jpg"))
     dead = _dead(ledger, "bad.jpg", NotAnImage(), batch_id=batch)
-    first = ledger.list_jobs(batch_id=batch, limit=4)
-    rest = ledger.list_jobs(batch_id=batch, after=first[-1].id, limit=4)
+    first = ledger.page_jobs(batch_id=batch, limit=4)
+    rest = ledger.page_jobs(batch_id=batch, after=first.next_cursor, limit=4)
+    assert first.next_cursor is not None and rest.next_cursor is None
+    first, rest = first.items, rest.items
     assert len(first) == 4 and len(rest) == 2
     assert {j.key for j in first + rest} == {*(f"{i}.jpg" for i in range(5)), "bad.jpg"}
     assert [j.id for j in ledger.list_jobs(status=JobStatus.DEAD, reason="not_an_image")] == [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,7 @@ def test_upgrade_creates_the_default_tenant_and_is_repeatable(empty_url: str) ->
     upgrade(empty_url)
     upgrade(empty_url)  # a second run is a no-op
     engine = make_engine(empty_url)
-    assert current_revision(engine) == head_revision() == "0004"
+    assert current_revision(engine) == head_revision() == "0005"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id FROM tenants")).scalars().all() == ["default"]
     engine.dispose()
@@ -98,3 +99,41 @@ def test_downgrade_one_step_keeps_the_jobs_and_upgrade_brings_the_column_back(
     engine.dispose()
     assert "published_at" in columns
     assert "ix_jobs_unpublished" in indexes
+
+
+def test_jobs_from_before_0005_keep_their_order_and_come_before_new_ones(
+    empty_url: str,
+) -> None:
+    """Upgrading a ledger that holds jobs: they all get one txid, so they list in their old
+    order (by id), ahead of jobs submitted afterwards; a downgrade keeps them."""
+    from pipeline.adapters.ledger_sql import SqlLedger
+    from pipeline.jobs import JobSpec
+
+    upgrade(empty_url, "0004")
+    engine = make_engine(empty_url)
+    old = [uuid.UUID(f"0190{i:04x}-0000-7000-8000-000000000000") for i in (2, 1, 3)]
+    with engine.begin() as conn:
+        for n, job_id in enumerate(old):
+            conn.execute(text(
+                "INSERT INTO jobs (id, tenant_id, source_bucket, source_key, options, model,"
+                " idempotency_key, priority, status, attempts, max_attempts, not_before,"
+                " created_at, updated_at) VALUES (:id, 'default', 'b', :key, '{}', 'u2netp',"
+                " :ikey, 0, 'queued', 0, 3, :t, :t, :t)"),
+                {"id": job_id.hex if "sqlite" in empty_url else job_id, "key": f"{n}.jpg",
+                 "ikey": f"k{n}", "t": "2026-01-01 00:00:00"})
+    engine.dispose()
+    upgrade(empty_url)
+    ledger = SqlLedger(make_engine(empty_url))
+    new = ledger.submit(JobSpec("b", "new.jpg")).job
+    assert [j.id for j in ledger.list_jobs()] == [*sorted(old), new.id]
+    assert ledger.get(old[0]).request is None
+    ledger.close()
+    downgrade(empty_url, "0004")
+    engine = create_engine(empty_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM jobs")).scalar() == 4
+    columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
+    indexes = {i["name"] for i in inspect(engine).get_indexes("jobs")}
+    engine.dispose()
+    assert not {"txid", "request"} & columns
+    assert {"ix_jobs_batch_id_status", "ix_jobs_tenant_id_status_id"} <= indexes
