@@ -49,6 +49,7 @@ from pipeline.errors import ClipError, ModelError, UsageError
 from pipeline.imaging.decode import DEFAULT_LIMITS, DecodeLimits
 from pipeline.jobs import BatchCounts, Claim, Job, JobSpec, JobStatus, canonical_json
 from pipeline.options import OutputOptions
+from pipeline.paging import Page
 from pipeline.ports import ObjectStore, Segmenter
 from pipeline.process import Prepared, finish, prepare
 from pipeline.run_files import IMAGE_SUFFIXES, Refusal
@@ -77,6 +78,7 @@ class RunLedger(Protocol):
     def reap(self, limit: int = ..., *, every_lease: bool = ...) -> Any: ...
     def batch_counts(self, batch_id: uuid.UUID) -> BatchCounts: ...
     def list_jobs(self, **filters: Any) -> list[Job]: ...
+    def page_jobs(self, **filters: Any) -> Page: ...
     def cancel(self, job_id: uuid.UUID) -> Any: ...
     def source_index(self, batch_id: uuid.UUID) -> list[tuple[uuid.UUID, str, str | None,
                                                              JobStatus]]: ...
@@ -215,11 +217,12 @@ class EmbeddedRun:
         """(output, source) of every succeeded job of this DST's ledger, oldest finish first:
         what ``OutputOwners`` loads."""
         done: list[Job] = []
-        after = None
-        while page := self.ledger.list_jobs(status=JobStatus.SUCCEEDED, after=after,
-                                            limit=PAGE):
-            done.extend(j for j in page if j.result and j.result.get("output"))
-            after = page[-1].id
+        after: str | None = None
+        while True:
+            page = self.ledger.page_jobs(status=JobStatus.SUCCEEDED, after=after, limit=PAGE)
+            done.extend(j for j in page.items if j.result and j.result.get("output"))
+            if (after := page.next_cursor) is None:
+                break
         done.sort(key=lambda j: (j.finished_at or j.updated_at, j.id))
         for job in done:
             yield str(job.result["output"]), (job.bucket, job.key)  # type: ignore[index]

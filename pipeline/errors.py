@@ -4,7 +4,7 @@ Every failure that reaches the ledger is one of two kinds, and nothing else deci
 
     ClipError                      reason code + human message
     ├── TransientError             retry with backoff (until max_attempts is spent)
-    │   ├── StorageUnavailable     storage_unavailable   S3 5xx, connection reset
+    │   ├── StorageUnavailable     storage_unavailable   S3 5xx, throttling, connection reset
     │   ├── InferenceUnavailable   inference_unavailable Triton down, model not ready
     │   ├── LedgerUnavailable      ledger_unavailable    database connection lost
     │   ├── BrokerUnavailable      broker_unavailable    Redis down: a message was not sent
@@ -13,7 +13,12 @@ Every failure that reaches the ledger is one of two kinds, and nothing else deci
     │   └── UnexpectedError        unexpected_error      a bug or an unforeseen exception
     └── PermanentError             dead letter at once
         ├── ObjectMissing          object_missing        404 / no such file
-        ├── AccessDenied           access_denied         403
+        ├── ObjectDeleted          object_deleted        S3 answers with a delete marker
+        ├── ObjectChanged          object_changed        overwritten since the event (If-Match)
+        ├── ObjectArchived         object_archived       in an archive storage class: restore first
+        ├── AccessDenied           access_denied         403, KMS key disabled or refused
+        ├── OutputBucketMissing    output_bucket_missing the output bucket does not exist
+        ├── StorageRefused         storage_refused       any other 4xx: the request cannot succeed
         ├── ObjectTooLarge         object_too_large      more bytes than the cap
         ├── NotAnImage             not_an_image          empty, text, unknown bytes
         ├── UnsupportedFormat      unsupported_format    a real image outside the allowlist
@@ -36,6 +41,7 @@ derive from ``LedgerRefusal``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 
@@ -119,9 +125,47 @@ class ObjectMissing(PermanentError):
     default_message = "the source object does not exist"
 
 
+class ObjectDeleted(PermanentError):
+    """The source was deleted in a versioned bucket: S3 answers with a delete marker (404 with
+    ``x-amz-delete-marker: true``, or 405 to a read pinned to the marker's own version). The
+    earlier versions remain: removing the marker brings the object back."""
+
+    reason = "object_deleted"
+    default_message = "the source object was deleted (its version is a delete marker)"
+
+
+class ObjectChanged(PermanentError):
+    """The job pinned the source by its ETag (``If-Match``) and it was overwritten since; the
+    overwrite has an event, so a job, of its own. Redriving cannot help."""
+
+    reason = "object_changed"
+    default_message = "the source object was overwritten after the job was made"
+
+
+class ObjectArchived(PermanentError):
+    """The source is in an archive storage class (S3 Glacier Flexible Retrieval, Deep Archive,
+    an Intelligent-Tiering archive tier): it must be restored before it can be read."""
+
+    reason = "object_archived"
+    default_message = "the source object is archived and must be restored before it can be read"
+
+
 class AccessDenied(PermanentError):
     reason = "access_denied"
     default_message = "access to the object was denied"
+
+
+class OutputBucketMissing(PermanentError):
+    reason = "output_bucket_missing"
+    default_message = "the output bucket does not exist"
+
+
+class StorageRefused(PermanentError):
+    """Object storage refused the request for a reason no other leaf names (a malformed version
+    id, an invalid argument, an unknown 4xx): the message carries S3's status and code."""
+
+    reason = "storage_refused"
+    default_message = "object storage refused the request"
 
 
 class ObjectTooLarge(PermanentError):
@@ -227,9 +271,14 @@ TRANSIENT_REASONS: frozenset[str] = frozenset(
 
 
 class IdempotencyConflict(LedgerRefusal):
-    """The idempotency key is already used by a job with a different source, options or model."""
+    """The idempotency key is already used by a job made from a different request: ``fields``
+    names what differs (``source.key``, ``options.format``, ``priority``, ``callback_url``...)."""
 
     reason = "idempotency_conflict"
+
+    def __init__(self, job_id: object, message: str, fields: Sequence[str] = ()) -> None:
+        super().__init__(job_id, message)
+        self.fields = list(fields)
 
 
 class UsageError(Exception):
@@ -242,6 +291,12 @@ class InvalidSettings(UsageError):
     """The settings cannot run what was asked (a worker with no output bucket, say)."""
 
     reason = "invalid_settings"
+
+
+class InvalidCursor(UsageError):
+    """A paging cursor that the ledger did not make (``pipeline.paging``)."""
+
+    reason = "invalid_cursor"
 
 
 class InvalidManifest(UsageError):

@@ -26,7 +26,7 @@ Idempotency: one job per *write* of an object, however often or late its event a
 - With a version id (a versioned bucket) the job's version is that id: the worker reads exactly
   that version, and the job folds with an API or manifest submission of the same version.
 - Without one, the job's version is the object's ETag, quoted: the worker reads with
-  ``If-Match``, so it cuts out the bytes the event announced (or fails ``object_missing`` if they
+  ``If-Match``, so it cuts out the bytes the event announced (or fails ``object_changed`` if they
   were overwritten since; the overwrite has an event, so a job, of its own). The sequencer, S3's
   ordering of writes to one key, then goes into the job's idempotency key: a re-upload is a new
   write with a new sequencer, so a new job even when the bytes are the same, while the same event
@@ -37,13 +37,12 @@ Idempotency: one job per *write* of an object, however often or late its event a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
-from pipeline import fields, logs
+from pipeline import fields, json_limits, logs
 from pipeline.errors import InvalidEvent, InvalidField, TransientError
 from pipeline.event_rules import EventRules, Rule
 from pipeline.intake import is_image_key
@@ -62,6 +61,7 @@ SOURCE_NOT_ALLOWED = "source_not_allowed"
 INVALID_FIELD = InvalidField.reason  # a bucket, key or version the ledger cannot hold
 
 MAX_NESTING = 2  # an SNS envelope around an S3 event; nothing nests deeper
+MAX_EVENT_BYTES = 1024 * 1024  # SQS's largest message; S3, MinIO and EventBridge send far less
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +112,11 @@ def _parse(body: Mapping[str, Any] | str | bytes, depth: int) -> list[ObjectCrea
 def _document(body: Mapping[str, Any] | str | bytes) -> Mapping[str, Any]:
     if isinstance(body, str | bytes):
         try:
-            body = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            body = json_limits.loads(body, max_bytes=MAX_EVENT_BYTES)
+        except json_limits.JsonLimitExceeded as exc:
+            raise InvalidEvent(f"not an event: {exc}") from None
+        except ValueError as exc:  # UnicodeDecodeError included
             raise InvalidEvent(f"not JSON: {exc}") from exc
-        except RecursionError:
-            raise InvalidEvent("not an event: the JSON is nested too deep") from None
     if not isinstance(body, Mapping):
         raise InvalidEvent(f"expected a JSON object, got {type(body).__name__}")
     return body

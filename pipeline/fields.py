@@ -42,6 +42,7 @@ class TextField:
     min_chars: int = 1
     pattern: re.Pattern[str] | None = None
     what: str = "text"
+    reserved_prefix: str | None = None  # a prefix only Clipline itself may write
 
     def check(self, value: object) -> str:
         """``value`` if it is a storable string within the limits; else ``InvalidField``."""
@@ -73,7 +74,8 @@ BUCKET = TextField(
 KEY = TextField("key", max_bytes=1024, what="an S3 object key (at most 1,024 bytes of UTF-8)")
 PREFIX = TextField("prefix", max_bytes=1024, min_chars=0, what="an S3 key prefix")
 VERSION = TextField("version", max_chars=1024, what="an S3 version id or a quoted ETag")
-IDEMPOTENCY_KEY = TextField("idempotency_key", max_chars=255)  # jobs.idempotency_key
+# jobs.idempotency_key; "h:" starts the keys the ledger derives (pipeline.jobs.dedupe_key_of)
+IDEMPOTENCY_KEY = TextField("idempotency_key", max_chars=255, reserved_prefix="h:")
 MODEL = TextField("model", max_chars=64, pattern=re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*"),
                   what="a model name (a-z A-Z 0-9 . _ -)")  # jobs.model
 TENANT = TextField("tenant", max_chars=64, pattern=re.compile(r"[a-z0-9][a-z0-9_\-]*"),
@@ -116,6 +118,8 @@ def text_problem(value: str, spec: TextField) -> str | None:
         return f"is {size} bytes of UTF-8, over the limit of {spec.max_bytes}"
     if spec.pattern is not None and not spec.pattern.fullmatch(value):
         return f"{shown(value)} is not {spec.what}"
+    if spec.reserved_prefix and value.startswith(spec.reserved_prefix):
+        return f"must not start with {spec.reserved_prefix!r} (kept for keys Clipline derives)"
     return None
 
 

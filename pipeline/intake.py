@@ -19,22 +19,23 @@ skipped, lines end with LF or CRLF, and a line that is not UTF-8 is refused by i
 from __future__ import annotations
 
 import csv
-import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import fields as dataclass_fields
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
-from pipeline import fields
+from pipeline import fields, json_limits
 from pipeline.errors import InvalidManifest, InvalidOptions
 from pipeline.fields import shown
 from pipeline.jobs import Job, JobSpec, JobStatus
 from pipeline.options import OutputOptions
+from pipeline.paging import Page
 from pipeline.run_files import IMAGE_SUFFIXES
 
 JSON_FIELDS = {"bucket", "key", "version", "options", "priority", "idempotency_key", "model"}
 VERSION_PARAMETER = "?versionId="
+MAX_LINE_DEPTH = 8  # a JSON line nests options one level deep
 BOM = "\ufeff"
 ASCII_SPACE = " \t\r\n\f\v"
 """What may surround a manifest line without being part of it. ASCII only: a no-break space or
@@ -125,8 +126,11 @@ def manifest_lines(chunks: Iterable[bytes]) -> Iterator[str]:
 def csv_specs(lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterator[JobSpec]:
     """A spec per row of a CSV manifest. The header names the columns: ``bucket`` and ``key``,
     optionally ``version``, ``priority``, ``idempotency_key``, ``model``, and any output
-    option (``format``, ``crop``, ...). An empty cell takes the default."""
-    reader = csv.DictReader(lines)
+    option (``format``, ``crop``, ...). An empty cell takes the default.
+
+    Whitespace after a line's last cell is not data, as in the other formats (a cell that
+    must end with spaces is quoted: ``"a.jpg "``); a line of whitespace is a blank line."""
+    reader = csv.DictReader(line.rstrip(ASCII_SPACE) for line in lines)
     columns = set(reader.fieldnames or ())
     unknown = columns - (JSON_FIELDS - {"options"}) - OPTION_NAMES
     if not {"bucket", "key"} <= columns or unknown:
@@ -157,10 +161,8 @@ def specs_of(name: str, lines: Iterable[str], defaults: Mapping[str, Any]) -> It
 
 
 def _json_spec(line: str, defaults: Mapping[str, Any]) -> JobSpec:
-    try:
-        item = json.loads(line)
-    except RecursionError:
-        raise ValueError("the JSON is nested too deep") from None
+    # One job is a few fields; JsonLimitExceeded (a ValueError) refuses the line by number.
+    item = json_limits.loads(line, max_bytes=64 * 1024, max_depth=MAX_LINE_DEPTH)
     if not isinstance(item, dict):
         raise ValueError("a JSON line must be an object")
     return _item_spec(item, defaults)
@@ -195,17 +197,21 @@ def _optional(value: Any, spec: fields.TextField) -> str | None:
 
 
 class JobListing(Protocol):
-    def list_jobs(self, *, batch_id: uuid.UUID | None = None,
-                  status: JobStatus | None = None, after: uuid.UUID | None = None,
-                  limit: int = 100) -> list[Job]: ...
+    def page_jobs(self, *, batch_id: uuid.UUID | None = None,
+                  status: JobStatus | None = None, after: str | None = None,
+                  limit: int = 100) -> Page: ...
 
 
 def queued_pages(ledger: JobListing, batch_id: uuid.UUID,
                  page: int = 1000) -> Iterator[list[Job]]:
-    """The batch's queued jobs a page at a time, by id cursor: what to publish once a batch is
-    recorded."""
+    """The batch's queued jobs a page at a time, by the ledger's cursor: what to publish once
+    a batch is recorded."""
     after = None
-    while found := ledger.list_jobs(batch_id=batch_id, status=JobStatus.QUEUED, after=after,
-                                    limit=page):
-        yield found
-        after = found[-1].id
+    while True:
+        found = ledger.page_jobs(batch_id=batch_id, status=JobStatus.QUEUED, after=after,
+                                 limit=page)
+        if found.items:
+            yield found.items
+        if found.next_cursor is None:
+            return
+        after = found.next_cursor

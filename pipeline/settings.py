@@ -136,6 +136,11 @@ class Settings(BaseSettings):
         default=300.0, description="A queued job whose message is older than this, while the "
         "broker has drained, is published again (Redis lost it).",
     )
+    batch_settle_after_seconds: PositiveFloat = Field(
+        default=3600.0, description="An API batch still expanding or publishing this long "
+        "after it was created (its API process stopped) is settled by the reconciler: ready "
+        "if its jobs were recorded, else failed with expansion_lost.",
+    )
 
     # -- S3 event intake (clipline events) -------------------------------------------------
     sqs_queue_url: str | None = Field(

@@ -20,6 +20,7 @@ from typing import Any
 import typer
 
 from pipeline import bootstrap, fields, logs
+from pipeline.batches import settle_stale
 from pipeline.cli import app
 from pipeline.cli import main as cli_main
 from pipeline.cli.run import ProgressBar, console, output_options
@@ -141,10 +142,15 @@ def reconcile(
     ledger, queue = _ledger(settings), _queue()
     config = bootstrap.reconcile_config(settings)
     callbacks = _callbacks(settings, ledger)
+
+    def settle() -> int:
+        return settle_stale(ledger, ledger.clock.now(), settings.batch_settle_after_seconds)
+
     try:
         if once:
             report = vars(reconcile_once(ledger, queue, config))
-            typer.echo(json.dumps({**report, "callbacks": vars(callbacks())}))
+            typer.echo(json.dumps({**report, "batches_settled": settle(),
+                                   "callbacks": vars(callbacks())}))
             return
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -156,7 +162,8 @@ def reconcile(
 
             start_http_server(settings.reconcile_metrics_port)
         reconcile_forever(ledger, queue, config, interval=settings.reconcile_interval_seconds,
-                          stop=stop, also=[callbacks], on_report=lambda r: _count(r, queue))
+                          stop=stop, also=[callbacks, settle],
+                          on_report=lambda r: _count(r, queue))
     finally:
         ledger.close()
 

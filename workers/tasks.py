@@ -9,9 +9,10 @@ import uuid
 from typing import Any
 
 from pipeline import logs
+from pipeline.batches import settle_stale
 from pipeline.reconcile import reconcile_once
 from workers import runtime
-from workers.app import PROCESS, RECONCILE, app
+from workers.app import PROCESS, RECONCILE, app, settings
 
 log = logs.get(__name__)
 
@@ -30,5 +31,7 @@ def process(job_id: str, priority: int = 0) -> str:
 @app.task(name=RECONCILE, ignore_result=True)
 def reconcile() -> dict[str, Any]:
     """One reconciler pass, for Celery beat."""
-    report = reconcile_once(runtime.ledger(), runtime.queue(), runtime.reconcile_config())
-    return vars(report)
+    ledger = runtime.ledger()
+    report = reconcile_once(ledger, runtime.queue(), runtime.reconcile_config())
+    settled = settle_stale(ledger, ledger.clock.now(), settings.batch_settle_after_seconds)
+    return {**vars(report), "batches_settled": settled}

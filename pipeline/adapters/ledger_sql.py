@@ -23,6 +23,7 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
+    func,
     select,
     update,
 )
@@ -31,24 +32,22 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pipeline import logs
 from pipeline.adapters import bulk_insert
 from pipeline.adapters.database import make_engine, translated
+from pipeline.adapters.ledger_batches import LedgerBatches
 from pipeline.adapters.ledger_callbacks import LedgerCallbacks
 from pipeline.adapters.ledger_publish import LedgerPublishing
 from pipeline.adapters.ledger_queries import LedgerQueries
 from pipeline.adapters.ledger_rows import (
     by_keys,
     event,
-    identity,
     prefixed,
     record,
+    refuse_reuse,
     to_job,
 )
 from pipeline.adapters.ledger_statements import LEASE_CLEARED, Move, Statements
 from pipeline.adapters.schema import batches, jobs, status_is, tenants
 from pipeline.clock import SystemClock
-from pipeline.errors import (
-    ClipError,
-    IdempotencyConflict,
-)
+from pipeline.errors import ClipError
 from pipeline.jobs import (
     DEFAULT_TENANT,
     LEASE_EXPIRED,
@@ -70,7 +69,7 @@ Q, R = JobStatus.QUEUED.value, JobStatus.RUNNING.value
 log = logs.get(__name__)
 
 
-class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks):
+class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks, LedgerBatches):
     """The job ledger. Thread-safe; build one per process (it owns a connection pool)."""
 
     def __init__(
@@ -145,8 +144,17 @@ class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks):
             "idempotency_key": spec.dedupe_key(), "priority": spec.priority, "status": Q,
             "attempts": 0, "max_attempts": max_attempts or self.max_attempts, "not_before": now,
             "created_at": now, "updated_at": now, "published_at": now,
+            "request": spec.request(callback_url) if spec.explicit_key else None,
             **callback(callback_url, now),
         }
+
+    def _txid(self, conn: Connection) -> dict[str, Any]:
+        """The ``txid`` of rows this transaction inserts: PostgreSQL fills it in itself; SQLite,
+        whose writers take turns (``BEGIN IMMEDIATE``), takes the next number."""
+        if self._pg:
+            return {}
+        last = conn.execute(select(func.max(jobs.c.txid))).scalar()
+        return {"txid": (last or 0) + 1}
 
     def submit(
         self,
@@ -159,17 +167,18 @@ class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks):
     ) -> SubmitResult:
         """Create the job, or return the existing one with the same idempotency key.
 
-        An explicit key reused for a different source, options or model is refused with
-        ``IdempotencyConflict`` rather than answered with a job the caller did not ask for.
+        An explicit key reused for a request that differs in anything (source, options, model,
+        priority or deadline, callback URL) is refused with ``IdempotencyConflict`` naming the
+        differences, rather than answered with a job the caller did not ask for.
         """
         row = self._row(spec, tenant, batch_id, self.clock.now(), max_attempts, callback_url)
-        stmt = (
-            self._insert(jobs)
-            .values(**row)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
-            .returning(*jobs.c)
-        )
         with translated(), self.engine.begin() as conn:
+            stmt = (
+                self._insert(jobs)
+                .values(**row, **self._txid(conn))
+                .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+                .returning(*jobs.c)
+            )
             created = conn.execute(stmt).first()
             if created is not None:
                 return SubmitResult(to_job(created), created=True)
@@ -179,8 +188,7 @@ class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks):
                 )
             ).one()
         job = to_job(existing)
-        if identity(job) != spec.identity():
-            raise IdempotencyConflict(job.id, "idempotency key already used for another request")
+        refuse_reuse(job, spec, callback_url)
         return SubmitResult(job, created=False)
 
     def submit_many(
@@ -193,6 +201,8 @@ class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks):
         callback_url: str | None = None,
     ) -> BulkResult:
         """Insert many jobs in one transaction; duplicates (in the input or already stored) fold.
+        A line with an explicit idempotency key that matches a job made from another request
+        (``JobSpec.request``) refuses the whole call with ``IdempotencyConflict``.
 
         PostgreSQL streams the rows with COPY into a temporary table and inserts from there;
         SQLite uses executemany. Memory stays bounded by a chunk, whatever the input's length.
@@ -205,6 +215,7 @@ class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks):
             **callback(callback_url, now),
         }
         with translated(), self.engine.begin() as conn:
+            constants.update(self._txid(conn))
             received, inserted = bulk_insert.insert_jobs(conn, specs, constants)
         return BulkResult(batch_id=batch_id, received=received, inserted=inserted)
 

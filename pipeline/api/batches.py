@@ -3,7 +3,8 @@
 An inline manifest (up to 10,000 lines) is recorded before the answer. A manifest object or a
 prefix may hold millions of lines, so the answer comes at once (`202`, state `expanding`) and
 the expansion runs in the background: one bulk insert, then the messages, then state `ready`
-with the counts, or `failed` with the reason (a bad line refuses the whole manifest).
+with the counts, or `failed` with the reason (a bad line refuses the whole manifest). Every path
+ends `ready` or `failed` (``pipeline.batches`` draws them, the reconciler's included).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pipeline.api.deps import ApiDeps, deps, tenant
 from pipeline.api.jobs import callback_url, check_source, publish
 from pipeline.api.problems import Problem
 from pipeline.api.schemas import BatchRequest, BatchView
-from pipeline.errors import ClipError, UsageError
+from pipeline.batches import EXPANDING, FAILED, PUBLISHING, READY
+from pipeline.errors import ClipError, IdempotencyConflict, InvalidManifest, UsageError
 from pipeline.fields import escaped
 from pipeline.intake import manifest_lines, prefix_specs, queued_pages, specs_of
 from pipeline.jobs import JobSpec, JobStatus
@@ -50,12 +52,12 @@ def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = 
                          model=d.settings.model) for i in body.items]
         for spec in specs:
             check_source(who, spec.bucket, spec.key)
-        batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": "expanding"})
+        batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": EXPANDING})
         expand(d, who, batch_id, iter(specs), hook)
     else:
         if d.store is None:
             raise Problem(503, "storage_unavailable", "No object store is configured")
-        batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": "expanding"})
+        batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": EXPANDING})
         background.add_task(expand, d, who, batch_id, source_specs(d, body, defaults), hook)
     return batch_view(d, who, batch_id)
 
@@ -66,7 +68,9 @@ def source_specs(d: ApiDeps, body: BatchRequest, defaults: dict[str, Any]) -> It
     if body.manifest is not None:
         data = d.store.get(body.manifest.bucket, body.manifest.key, version=body.manifest.version)
         if len(data) > d.settings.api_max_manifest_bytes:
-            raise UsageError(f"the manifest is over {d.settings.api_max_manifest_bytes} bytes")
+            raise InvalidManifest(f"the manifest is {len(data)} bytes, over the limit of "
+                                  f"{d.settings.api_max_manifest_bytes} "
+                                  "(CLIPLINE_API_MAX_MANIFEST_BYTES)")
         lines = manifest_lines(io.BytesIO(data))
         yield from specs_of(body.manifest.key, lines, defaults)
         return
@@ -86,25 +90,25 @@ def expand(d: ApiDeps, who: Tenant, batch_id: uuid.UUID, specs: Iterator[JobSpec
     try:
         result = d.ledger.submit_many(allowed(), tenant=who.id, batch_id=batch_id,
                                       callback_url=hook)
-    except (ClipError, UsageError, Problem) as exc:
+    except (ClipError, UsageError, IdempotencyConflict, Problem) as exc:
         reason = getattr(exc, "code", None) or getattr(exc, "reason", "refused")
         log.warning("batch_refused", batch_id=str(batch_id), reason=reason, message=str(exc))
-        d.ledger.set_batch_meta(batch_id, {"state": "failed", "reason": reason,
+        d.ledger.set_batch_meta(batch_id, {"state": FAILED, "reason": reason,
                                            "message": escaped(str(exc))})
         return
     except Exception as exc:  # the background task's outer edge: a batch never stays stuck
         log.error("batch_expansion_crashed", batch_id=str(batch_id), exc_info=exc)
-        d.ledger.set_batch_meta(batch_id, {"state": "failed", "reason": "internal_error",
+        d.ledger.set_batch_meta(batch_id, {"state": FAILED, "reason": "internal_error",
                                            "message": "the expansion failed unexpectedly; "
                                            "the API's log has the details"})
         return
     # Every job is recorded and queued now; what remains is waking the workers.
     counts = {"received": result.received, "inserted": result.inserted,
               "duplicates": result.duplicates}
-    d.ledger.set_batch_meta(batch_id, {"state": "publishing", **counts})
+    d.ledger.set_batch_meta(batch_id, {"state": PUBLISHING, **counts})
     for page in queued_pages(d.ledger, batch_id, PAGE):
         publish(d, page)
-    d.ledger.set_batch_meta(batch_id, {"state": "ready", **counts})
+    d.ledger.set_batch_meta(batch_id, {"state": READY, **counts})
 
 
 @router.get("/batches/{batch_id}", response_model=BatchView)

@@ -11,6 +11,7 @@ from pipeline import logs
 from pipeline.api.deps import ApiDeps, deps, tenant
 from pipeline.api.problems import Problem
 from pipeline.api.schemas import (
+    Cursor,
     IdempotencyKey,
     JobPage,
     JobRequest,
@@ -83,13 +84,19 @@ def submit_job(
     who: Tenant = Depends(tenant),
     d: ApiDeps = Depends(deps),
 ) -> JobView:
-    """Record a job and wake a worker. `202` with the new job; the same `Idempotency-Key`, or
-    the same source, options and model without a key, answers `200` with the existing job."""
+    """Record a job and wake a worker. `202` with the new job.
+
+    With an `Idempotency-Key`, the same request again answers `200` with the existing job;
+    the key reused for a request that differs in anything (source, options, priority or
+    deadline, callback_url) is `409 idempotency_conflict`, and the problem's `fields` names
+    what differs. A deadline is compared as sent, so resending it later is the same request.
+    Without a key, the same source, options and model answer `200` with the existing job,
+    whatever the priority, deadline or callback_url: it is the same cut-out."""
     check_source(who, body.source.bucket, body.source.key)
     options = OutputOptions.parse(body.options).normalised()
     spec = JobSpec(bucket=body.source.bucket, key=body.source.key, version=body.source.version,
                    options=options, model=d.settings.model, priority=priority(d, body),
-                   idempotency_key=idempotency_key)
+                   idempotency_key=idempotency_key, deadline=body.deadline)
     result = d.ledger.submit(spec, tenant=who.id, callback_url=callback_url(d, body.callback_url))
     if result.created:
         publish(d, [result.job])
@@ -112,16 +119,17 @@ def list_jobs(
     batch: uuid.UUID | None = None,
     status: JobStatus | None = None,
     reason: Reason | None = Query(default=None),
-    after: uuid.UUID | None = Query(default=None, description="The previous page's cursor."),
+    after: Cursor | None = Query(default=None),
     limit: int = Query(default=100, ge=1, le=1000),
     who: Tenant = Depends(tenant),
     d: ApiDeps = Depends(deps),
 ) -> JobPage:
-    """The tenant's jobs, oldest first, filtered; page with `after`."""
-    found = d.ledger.list_jobs(tenant=who.id, batch_id=batch, status=status, reason=reason,
+    """The tenant's jobs, oldest first, filtered; page with `after`. Paged to its end (until
+    `next_cursor` is null), a listing returns every job committed before its last page was
+    read exactly once, even while other requests are inserting jobs."""
+    found = d.ledger.page_jobs(tenant=who.id, batch_id=batch, status=status, reason=reason,
                                after=after, limit=limit)
-    cursor = found[-1].id if len(found) == limit else None
-    return JobPage(items=[view(d, j) for j in found], next_cursor=cursor)
+    return JobPage(items=[view(d, j) for j in found.items], next_cursor=found.next_cursor)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)
@@ -135,7 +143,7 @@ def cancel_job(job_id: uuid.UUID, who: Tenant = Depends(tenant),
 def dead_letters(
     reason: Reason | None = Query(default=None),
     batch: uuid.UUID | None = None,
-    after: uuid.UUID | None = None,
+    after: Cursor | None = Query(default=None),
     limit: int = Query(default=100, ge=1, le=1000),
     who: Tenant = Depends(tenant),
     d: ApiDeps = Depends(deps),

@@ -75,7 +75,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(IdempotencyConflict)
     async def _conflict(_: Request, exc: IdempotencyConflict) -> JSONResponse:
         return problem_response(409, "idempotency_conflict",
-                                "Idempotency key already used for another request", str(exc))
+                                "Idempotency key already used for another request", str(exc),
+                                fields=exc.fields)
 
     @app.exception_handler(UsageError)
     async def _usage(_: Request, exc: UsageError) -> JSONResponse:

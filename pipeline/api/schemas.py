@@ -18,6 +18,7 @@ from pydantic import (
 
 from pipeline import fields
 from pipeline.jobs import Job, JobStatus
+from pipeline.paging import MAX_CURSOR_CHARS
 
 MAX_INLINE_ITEMS = 10_000
 NO_CONTROLS = r"^[^\x00-\x1f\x7f-\x9f]*$"
@@ -45,6 +46,13 @@ Reason = Annotated[str, AfterValidator(fields.REASON.check), text_schema(fields.
 IdempotencyKey = Annotated[str, AfterValidator(fields.IDEMPOTENCY_KEY.check),
                            text_schema(fields.IDEMPOTENCY_KEY)]
 Priority = Annotated[int, Field(ge=fields.PRIORITY.low, le=fields.PRIORITY.high)]
+CURSOR_DESCRIPTION = (
+    "An opaque paging cursor: the previous page's `next_cursor`, passed as it came (URL-safe "
+    "text, about a hundred characters, more while other writers are busy). Jobs are listed in "
+    "the order their inserts committed, so a listing paged to its end returns every job "
+    "committed before its last page was read, each exactly once.")
+Cursor = Annotated[str, Field(min_length=1, max_length=MAX_CURSOR_CHARS,
+                              pattern=r"^[A-Za-z0-9_-]+$", description=CURSOR_DESCRIPTION)]
 
 
 class Source(BaseModel):
@@ -130,7 +138,9 @@ class JobView(BaseModel):
 
 class JobPage(BaseModel):
     items: list[JobView]
-    next_cursor: uuid.UUID | None = Field(description="Pass as `after` for the next page.")
+    next_cursor: str | None = Field(
+        description="Pass as `after` for the next page (opaque). Null once the listing has "
+        "reached its end: every job committed before this page was read has been listed.")
 
 
 class BatchItem(BaseModel):

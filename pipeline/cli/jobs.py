@@ -119,13 +119,14 @@ def _current_dead(ledger: Any, tenant: str, reason: str | None,
     found: list[uuid.UUID] = []
     history: dict[uuid.UUID | None, bool] = {None: False}
     after = None
-    while page := ledger.list_jobs(tenant=tenant, batch_id=batch, status=JobStatus.DEAD,
-                                   reason=reason, after=after, limit=1000):
-        for job in page:
+    while True:
+        page = ledger.page_jobs(tenant=tenant, batch_id=batch, status=JobStatus.DEAD,
+                                reason=reason, after=after, limit=1000)
+        for job in page.items:
             if job.batch_id not in history:
                 meta = ledger.get_batch(job.batch_id)["meta"] or {}
                 history[job.batch_id] = HISTORY_OF in meta
             if not history[job.batch_id]:
                 found.append(job.id)
-        after = page[-1].id
-    return found
+        if (after := page.next_cursor) is None:
+            return found

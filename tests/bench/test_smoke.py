@@ -72,6 +72,15 @@ def test_ledger_runs_as_a_script() -> None:
 
 
 @pytest.mark.postgres
+def test_listing() -> None:
+    out = run("-m", "bench.listing", "--jobs", "3000", "--bulk", "1000", "--server", PG_SERVER,
+              timeout=60)
+    assert_prints(out, r"^== tenant \(page \d+, limit 100\): page_jobs median [\d.]+ ms",
+                  r"Index Scan (using|on) ix_jobs_batch_id_txid_id_status",
+                  r"^bulk 1,000 with 0005 indexes: [\d.]+ s = [\d,]+ jobs/s$")
+
+
+@pytest.mark.postgres
 def test_intake() -> None:
     out = run("-m", "bench.intake", "--lines", "1000", "--redis-db", str(REDIS_DB["intake"]),
               timeout=60)

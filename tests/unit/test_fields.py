@@ -85,6 +85,12 @@ def test_a_priority_is_an_integer_from_minus_100_to_100(value: object) -> None:
     assert fields.PRIORITY.check(-100) == -100 and fields.PRIORITY.check(100) == 100
 
 
+def test_a_client_idempotency_key_cannot_pose_as_a_derived_one() -> None:
+    with pytest.raises(InvalidField, match="must not start with 'h:'"):
+        fields.IDEMPOTENCY_KEY.check("h:AbCdEf")
+    assert fields.IDEMPOTENCY_KEY.check("sku-h:1") == "sku-h:1"
+
+
 def test_non_strings_are_refused_by_type() -> None:
     with pytest.raises(InvalidField, match="must be a string, got dict"):
         fields.VERSION.check({"v": 1})

@@ -195,3 +195,32 @@ def test_a_csv_manifest_with_a_bom_names_its_columns() -> None:
     data = "\ufeffbucket,key\r\nphotos,a.jpg\r\n".encode()
     specs = list(specs_of("m.csv", manifest_lines(io.BytesIO(data)), DEFAULTS))
     assert [(s.bucket, s.key) for s in specs] == [("photos", "a.jpg")]
+
+
+# -- the three formats read the same text the same way -------------------------------------------
+
+SAME_JOBS = [("photos", "a.jpg"), ("photos", "b c.jpg"), ("photos", "d.jpg ")]
+FORMATS = {
+    "urls": ("m.txt", "s3://photos/a.jpg{ws}{eol}{blank}s3://photos/b c.jpg{eol}"
+             '{{"bucket": "photos", "key": "d.jpg "}}{ws}{eol}'),
+    "json": ("m.jsonl", '{{"bucket": "photos", "key": "a.jpg"}}{ws}{eol}{blank}'
+             '{{"bucket": "photos", "key": "b c.jpg"}}{eol}'
+             '{{"bucket": "photos", "key": "d.jpg "}}{ws}{eol}'),
+    "csv": ("m.csv", 'bucket,key{ws}{eol}photos,a.jpg{ws}{eol}{blank}photos,b c.jpg{eol}'
+            'photos,"d.jpg "{ws}{eol}'),
+}
+
+
+@pytest.mark.parametrize("bom", ["", "\ufeff"], ids=["no-bom", "bom"])
+@pytest.mark.parametrize("eol", ["\n", "\r\n"], ids=["lf", "crlf"])
+@pytest.mark.parametrize("ws", ["", "  \t"], ids=["bare", "trailing-space"])
+@pytest.mark.parametrize("blank", ["", "\n", "   \n"], ids=["no-blank", "blank", "spaces"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_reads_bom_line_ends_blank_lines_and_trailing_space_alike(
+        fmt: str, bom: str, eol: str, ws: str, blank: str) -> None:
+    from pipeline.intake import manifest_lines, specs_of
+
+    name, template = FORMATS[fmt]
+    text = bom + template.format(ws=ws, eol=eol, blank=blank.replace("\n", eol))
+    specs = list(specs_of(name, manifest_lines(io.BytesIO(text.encode())), DEFAULTS))
+    assert [(s.bucket, s.key) for s in specs] == SAME_JOBS

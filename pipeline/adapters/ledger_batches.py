@@ -1,0 +1,30 @@
+"""Batches that the API has not finished: the reconciler's view of ``pipeline.batches``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select
+
+from pipeline.adapters.database import translated
+from pipeline.adapters.schema import batches, jobs
+from pipeline.batches import EXPANDING, PUBLISHING, Unsettled
+
+
+class LedgerBatches:
+    engine: Engine
+
+    def unsettled_batches(self, created_before: datetime) -> list[Unsettled]:
+        """Batches still ``expanding`` or ``publishing`` that were created before
+        ``created_before``, with their job counts. A small scan: batches are few, and only
+        the API's carry a state."""
+        state = batches.c.meta["state"].as_string()
+        count = (select(func.count()).where(jobs.c.batch_id == batches.c.id)
+                 .scalar_subquery())
+        query = (select(batches.c.id, batches.c.meta, count)
+                 .where(state.in_([EXPANDING, PUBLISHING]),
+                        batches.c.created_at < created_before)
+                 .order_by(batches.c.created_at))
+        with translated(), self.engine.connect() as conn:
+            return [Unsettled(row.id, dict(row.meta or {}), int(row[2]))
+                    for row in conn.execute(query)]
