@@ -46,7 +46,7 @@ class Unsettled:
 class BatchLedger(Protocol):
     def unsettled_batches(self, created_before: datetime) -> list[Unsettled]: ...
 
-    def set_batch_meta(self, batch_id: uuid.UUID, meta: Mapping[str, Any]) -> None: ...
+    def settle_batch(self, batch_id: uuid.UUID, meta: Mapping[str, Any]) -> bool: ...
 
 
 def settled(batch: Unsettled) -> dict[str, Any]:
@@ -63,11 +63,16 @@ def settled(batch: Unsettled) -> dict[str, Any]:
 
 def settle_stale(ledger: BatchLedger, now: datetime, timeout_seconds: float) -> int:
     """Settle the batches left ``expanding`` or ``publishing`` longer than ``timeout_seconds``
-    after they were created (their API process died or was restarted); returns how many."""
-    stale = ledger.unsettled_batches(now - timedelta(seconds=timeout_seconds))
-    for batch in stale:
+    after they were created (their API process died or was restarted); returns how many.
+
+    The measure is the batch's age, so ``timeout_seconds`` must exceed the longest expansion
+    (a 1,000,000-line manifest takes minutes here; the default is a day). Settling is
+    conditional: a batch the API finished meanwhile keeps the state the API wrote."""
+    done = 0
+    for batch in ledger.unsettled_batches(now - timedelta(seconds=timeout_seconds)):
         final = settled(batch)
-        ledger.set_batch_meta(batch.id, final)
-        log.warning("batch_settled", batch_id=str(batch.id), was=batch.meta.get("state"),
-                    state=final["state"], jobs=batch.jobs)
-    return len(stale)
+        if ledger.settle_batch(batch.id, final):  # unless the API finished it meanwhile
+            done += 1
+            log.warning("batch_settled", batch_id=str(batch.id), was=batch.meta.get("state"),
+                        state=final["state"], jobs=batch.jobs)
+    return done

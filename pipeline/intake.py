@@ -129,16 +129,22 @@ def csv_specs(lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterator[Job
     option (``format``, ``crop``, ...). An empty cell takes the default.
 
     Whitespace after a line's last cell is not data, as in the other formats (a cell that
-    must end with spaces is quoted: ``"a.jpg "``); a line of whitespace is a blank line."""
-    reader = csv.DictReader(line.rstrip(ASCII_SPACE) for line in lines)
+    must end with spaces is quoted: ``"a.jpg "``); a line of whitespace is a blank line. A
+    quoted cell that runs on to the next line (an unbalanced quote, say) holds a line end,
+    which no field may: that row is refused by its line number, never glued to the next."""
+    reader = csv.DictReader(line.rstrip(ASCII_SPACE) + "\n" for line in lines)
     columns = set(reader.fieldnames or ())
     unknown = columns - (JSON_FIELDS - {"options"}) - OPTION_NAMES
     if not {"bucket", "key"} <= columns or unknown:
         raise InvalidManifest(
             "line 1: a CSV manifest's header needs bucket and key"
             + (f"; unknown column(s) {sorted(unknown)}" if unknown else ""))
+    last = reader.line_num
     for row in reader:
-        number = reader.line_num
+        # A row that ran over several lines (a quoted line end) is named by all of them.
+        first, last = last + 1, reader.line_num
+        where = f"lines {first}-{last}" if first < last and "\n" in "".join(
+            v for v in row.values() if isinstance(v, str)) else f"line {last}"
         try:
             cells = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
             if None in row:
@@ -150,7 +156,7 @@ def csv_specs(lines: Iterable[str], defaults: Mapping[str, Any]) -> Iterator[Job
             spec = _item_spec(item, defaults)
             OutputOptions.parse(spec.options)
         except (ValueError, TypeError, InvalidOptions) as exc:
-            raise InvalidManifest(f"line {number}: {exc}") from exc
+            raise InvalidManifest(f"{where}: {exc}") from exc
         yield spec
 
 

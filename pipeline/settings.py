@@ -137,9 +137,10 @@ class Settings(BaseSettings):
         "broker has drained, is published again (Redis lost it).",
     )
     batch_settle_after_seconds: PositiveFloat = Field(
-        default=3600.0, description="An API batch still expanding or publishing this long "
+        default=86400.0, description="An API batch still expanding or publishing this long "
         "after it was created (its API process stopped) is settled by the reconciler: ready "
-        "if its jobs were recorded, else failed with expansion_lost.",
+        "if its jobs were recorded, else failed with expansion_lost. Longer than the longest "
+        "expansion.",
     )
 
     # -- S3 event intake (clipline events) -------------------------------------------------

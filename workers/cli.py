@@ -182,7 +182,8 @@ def api_app(settings: Settings) -> Any:
     return create_app(ApiDeps(
         settings=settings, ledger=ledger, tenants=TenantStore(ledger.engine, ledger.clock),
         queue=_queue(settings),
-        store=S3Store(make_client(settings), max_bytes=settings.max_input_bytes),
+        # The API reads manifests only (workers read the images): its cap is the manifest's.
+        store=S3Store(make_client(settings), max_bytes=settings.api_max_manifest_bytes),
     ))
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from pipeline.adapters.database import translated
 from pipeline.adapters.schema import batches, jobs
@@ -28,3 +31,13 @@ class LedgerBatches:
         with translated(), self.engine.connect() as conn:
             return [Unsettled(row.id, dict(row.meta or {}), int(row[2]))
                     for row in conn.execute(query)]
+
+    def settle_batch(self, batch_id: uuid.UUID, meta: Mapping[str, Any]) -> bool:
+        """Write ``meta`` only if the batch is still ``expanding`` or ``publishing``: a final
+        state the API wrote meanwhile (a refusal naming its line, say) is never overwritten."""
+        state = batches.c.meta["state"].as_string()
+        stmt = (update(batches).where(batches.c.id == batch_id,
+                                      state.in_([EXPANDING, PUBLISHING]))
+                .values(meta=dict(meta)))
+        with translated(), self.engine.begin() as conn:
+            return bool(conn.execute(stmt).rowcount)

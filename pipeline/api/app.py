@@ -72,7 +72,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return problem_response(503, "not_ready", "A dependency is unreachable", **checks)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
-    def prometheus() -> Response:
+    async def prometheus() -> Response:  # on the loop: a scrape never waits for a thread
         """Prometheus metrics of this API process."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

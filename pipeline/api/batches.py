@@ -23,7 +23,13 @@ from pipeline.api.jobs import callback_url, check_source, publish
 from pipeline.api.problems import Problem
 from pipeline.api.schemas import BatchRequest, BatchView
 from pipeline.batches import EXPANDING, FAILED, PUBLISHING, READY
-from pipeline.errors import ClipError, IdempotencyConflict, InvalidManifest, UsageError
+from pipeline.errors import (
+    ClipError,
+    IdempotencyConflict,
+    InvalidManifest,
+    ObjectTooLarge,
+    UsageError,
+)
 from pipeline.fields import escaped
 from pipeline.intake import manifest_lines, prefix_specs, queued_pages, specs_of
 from pipeline.jobs import JobSpec, JobStatus
@@ -57,6 +63,14 @@ def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = 
     else:
         if d.store is None:
             raise Problem(503, "storage_unavailable", "No object store is configured")
+        # Where the batch reads from is a source too: a tenant never makes Clipline read (or
+        # list) what its allowlist does not cover, not even to fail on it.
+        if body.manifest is not None:
+            check_source(who, body.manifest.bucket, body.manifest.key)
+        else:
+            assert body.prefix is not None
+            bucket, _, prefix = body.prefix.removeprefix("s3://").partition("/")
+            check_source(who, bucket, prefix)
         batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": EXPANDING})
         background.add_task(expand, d, who, batch_id, source_specs(d, body, defaults), hook)
     return batch_view(d, who, batch_id)
@@ -66,11 +80,13 @@ def source_specs(d: ApiDeps, body: BatchRequest, defaults: dict[str, Any]) -> It
     """The specs of a manifest object or a prefix, read lazily (in the background task)."""
     assert d.store is not None
     if body.manifest is not None:
-        data = d.store.get(body.manifest.bucket, body.manifest.key, version=body.manifest.version)
-        if len(data) > d.settings.api_max_manifest_bytes:
-            raise InvalidManifest(f"the manifest is {len(data)} bytes, over the limit of "
-                                  f"{d.settings.api_max_manifest_bytes} "
-                                  "(CLIPLINE_API_MAX_MANIFEST_BYTES)")
+        try:  # the API's store reads at most CLIPLINE_API_MAX_MANIFEST_BYTES, while streaming
+            data = d.store.get(body.manifest.bucket, body.manifest.key,
+                               version=body.manifest.version)
+        except ObjectTooLarge as exc:
+            raise InvalidManifest(f"the manifest is over the limit of "
+                                  f"{d.settings.api_max_manifest_bytes} bytes "
+                                  "(CLIPLINE_API_MAX_MANIFEST_BYTES)") from exc
         lines = manifest_lines(io.BytesIO(data))
         yield from specs_of(body.manifest.key, lines, defaults)
         return

@@ -2,7 +2,8 @@
 
 In this order, each refusal answered at once, without reading what is left of the body:
 
-1. a ``Content-Length`` over ``CLIPLINE_API_MAX_BODY_BYTES``, or not a number: ``413``;
+1. a ``Content-Length`` over ``CLIPLINE_API_MAX_BODY_BYTES``, or not a number: ``413`` (uvicorn
+   answers a Content-Length that is not a number with 400 itself; another server may not);
 2. under ``/v1/`` (but for the paths named ``keyless``: the webhook has its own secret), the API
    key: looked up, and its rate taken, in a worker thread, before a byte of the body is read
    (``401``, ``429``). The tenant goes into the scope, where ``deps.tenant`` finds it;

@@ -48,7 +48,8 @@ def _authorized(authorization: str | None = Header(default=None),
     secret, rules_file = d.settings.events_webhook_secret, d.settings.events_rules_file
     if not secret or rules_file is None:
         raise Problem(404, "not_found", "The events webhook is not enabled")
-    given = (authorization or "").removeprefix("Bearer ").encode()
+    scheme, _, token = (authorization or "").partition(" ")
+    given = token.encode() if scheme == "Bearer" else b""
     if not hmac.compare_digest(given, secret.get_secret_value().encode()):
         raise Problem(401, "unauthorized", "The webhook secret is missing or wrong")
     return _rules(rules_file, d.settings.model)

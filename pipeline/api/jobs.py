@@ -11,6 +11,7 @@ from pipeline import logs
 from pipeline.api.deps import ApiDeps, deps, tenant
 from pipeline.api.problems import Problem
 from pipeline.api.schemas import (
+    CURSOR_DESCRIPTION,
     Cursor,
     IdempotencyKey,
     JobPage,
@@ -119,7 +120,7 @@ def list_jobs(
     batch: uuid.UUID | None = None,
     status: JobStatus | None = None,
     reason: Reason | None = Query(default=None),
-    after: Cursor | None = Query(default=None),
+    after: Cursor | None = Query(default=None, description=CURSOR_DESCRIPTION),
     limit: int = Query(default=100, ge=1, le=1000),
     who: Tenant = Depends(tenant),
     d: ApiDeps = Depends(deps),
@@ -143,7 +144,7 @@ def cancel_job(job_id: uuid.UUID, who: Tenant = Depends(tenant),
 def dead_letters(
     reason: Reason | None = Query(default=None),
     batch: uuid.UUID | None = None,
-    after: Cursor | None = Query(default=None),
+    after: Cursor | None = Query(default=None, description=CURSOR_DESCRIPTION),
     limit: int = Query(default=100, ge=1, le=1000),
     who: Tenant = Depends(tenant),
     d: ApiDeps = Depends(deps),

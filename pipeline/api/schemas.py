@@ -48,9 +48,11 @@ IdempotencyKey = Annotated[str, AfterValidator(fields.IDEMPOTENCY_KEY.check),
 Priority = Annotated[int, Field(ge=fields.PRIORITY.low, le=fields.PRIORITY.high)]
 CURSOR_DESCRIPTION = (
     "An opaque paging cursor: the previous page's `next_cursor`, passed as it came (URL-safe "
-    "text, about a hundred characters, more while other writers are busy). Jobs are listed in "
-    "the order their inserts committed, so a listing paged to its end returns every job "
-    "committed before its last page was read, each exactly once.")
+    "text, about a hundred characters, a few more for each write transaction open in the "
+    "database server). Jobs are listed by the transaction that inserted them; a cursor "
+    "remembers the transactions still open when its page was read and lists their jobs once "
+    "they commit, so a listing paged to its end returns every job committed before its last "
+    "page was read, each exactly once.")
 Cursor = Annotated[str, Field(min_length=1, max_length=MAX_CURSOR_CHARS,
                               pattern=r"^[A-Za-z0-9_-]+$", description=CURSOR_DESCRIPTION)]
 
@@ -139,8 +141,9 @@ class JobView(BaseModel):
 class JobPage(BaseModel):
     items: list[JobView]
     next_cursor: str | None = Field(
-        description="Pass as `after` for the next page (opaque). Null once the listing has "
-        "reached its end: every job committed before this page was read has been listed.")
+        description="Pass as `after` for the next page (opaque). Null on a page that is not "
+        "full: the listing has reached its end, every job committed before this page was read "
+        "has been listed. A full last page still gives a cursor, whose page is then empty.")
 
 
 class BatchItem(BaseModel):
@@ -174,8 +177,12 @@ class BatchView(BaseModel):
     id: uuid.UUID
     label: str | None
     state: Literal["expanding", "publishing", "ready", "failed"] = Field(
-        description="expanding: reading the manifest; publishing: every job is queued, the "
-        "workers are being woken; ready; failed: the manifest was refused.")
+        description="expanding: reading the manifest or the prefix; publishing: every job is "
+        "queued, the workers are being woken; ready: done (also when the API process stopped "
+        "after the jobs were recorded); failed: nothing was recorded, and `expansion.reason` "
+        "says why (invalid_manifest with the line, source_not_allowed, object_missing, "
+        "idempotency_conflict, internal_error, expansion_lost when the API process stopped). "
+        "Every batch ends ready or failed.")
     expansion: dict[str, Any] | None = Field(description="Lines received and inserted, or why "
                                              "the manifest was refused.")
     counts: dict[str, int]

@@ -19,7 +19,7 @@ from pipeline.adapters.schema import batches
 from pipeline.adapters.tenant_store import TenantStore
 from pipeline.api.app import create_app
 from pipeline.api.deps import ApiDeps
-from pipeline.batches import FINAL
+from pipeline.batches import FINAL, settle_stale
 from pipeline.jobs import JobSpec
 from tests.distkit import Cluster, cluster, serve, wait_for
 from workers.cli import api_app
@@ -129,8 +129,9 @@ def test_the_reconciler_settles_a_batch_whose_api_process_stopped(
         c.ledger.submit_many((JobSpec("photos", f"stopped/{state}/{n}.jpg") for n in range(jobs)),
                              tenant="acme", batch_id=batch)
     fresh = c.ledger.create_batch("acme", meta={"state": "expanding"})  # still in its hour
-    done = subprocess.run([CLIPLINE, "reconcile", "--once"], env=c.env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run([CLIPLINE, "reconcile", "--once"], capture_output=True, text=True,
+                          env={**c.env, "CLIPLINE_BATCH_SETTLE_AFTER_SECONDS": "3600"},
+                          timeout=120)
     assert done.returncode == 0, done.stderr
     found = client.get(f"/v1/batches/{batch}").json()
     assert found["state"] == settled and (found["expansion"] or {}).get("reason") == reason
@@ -154,3 +155,43 @@ class _Unclosed:
     def close(self) -> None:
         pass
 
+
+
+def test_settling_never_overwrites_a_state_the_api_wrote_meanwhile(stack: Any) -> None:
+    c, client = stack
+    batch = c.ledger.create_batch("acme", meta={"state": "expanding"})
+    later = c.ledger.clock.now() + timedelta(hours=1)
+    [stale] = [b for b in c.ledger.unsettled_batches(later) if b.id == batch]
+    c.ledger.set_batch_meta(batch, {"state": "failed", "reason": "invalid_manifest",
+                                    "message": "line 7: ..."})  # the API, just in time
+    assert settle_stale(_Only(c.ledger, [stale]), later, 0) == 0
+    found = client.get(f"/v1/batches/{batch}").json()
+    assert (found["state"], found["expansion"]["message"]) == ("failed", "line 7: ...")
+
+
+@pytest.mark.parametrize("body", [
+    {"manifest": {"bucket": "elsewhere", "key": "manifest.txt"}},
+    {"prefix": "s3://elsewhere/"},
+    {"prefix": "s3://photos-private/x/"},
+])
+def test_a_batch_source_outside_the_allowlist_is_refused_before_anything_is_read(
+        stack: Any, body: dict[str, Any]) -> None:
+    _, client = stack
+    before = client.get("/v1/jobs").json()
+    refused = client.post("/v1/batches", json=body)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["code"] == "source_not_allowed"
+    assert client.get("/v1/jobs").json() == before
+
+
+class _Only:
+    """The ledger, with ``unsettled_batches`` answering what it answered a moment ago."""
+
+    def __init__(self, ledger: Any, found: list[Any]) -> None:
+        self.ledger, self.found = ledger, found
+
+    def unsettled_batches(self, created_before: Any) -> list[Any]:
+        return self.found
+
+    def settle_batch(self, batch_id: Any, meta: Any) -> bool:
+        return bool(self.ledger.settle_batch(batch_id, meta))

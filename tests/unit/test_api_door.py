@@ -265,6 +265,7 @@ def test_refusals_at_the_door_are_counted_by_route(api: Any) -> None:
 ON_THE_LOOP = {
     "healthz": "returns a constant",
     "_body": "awaits the request body",
+    "prometheus": "renders this process's own counters (memory only)",
 }
 
 

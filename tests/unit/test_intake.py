@@ -172,6 +172,14 @@ def test_a_csv_field_the_ledger_cannot_hold_stops_the_manifest(lines: list[str],
     assert str(refused.value).startswith(message), str(refused.value)
 
 
+def test_an_unbalanced_csv_quote_is_refused_not_glued_to_the_next_lines() -> None:
+    from pipeline.intake import manifest_lines, specs_of
+
+    data = b'bucket,key\r\nphotos,"tonight/q1.jpg\r\nphotos,tonight/q2.jpg\r\n'
+    with pytest.raises(InvalidManifest, match=r"lines 2-3: key: contains the control character"):
+        list(specs_of("m.csv", manifest_lines(io.BytesIO(data)), DEFAULTS))
+
+
 def test_manifest_bytes_become_lines_without_their_ends_and_bom() -> None:
     from pipeline.intake import manifest_lines
 
