@@ -34,7 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory,
     with cluster(tmp_path_factory.mktemp("batches"), s3_endpoint, redis_db=9,
                  API_MAX_MANIFEST_BYTES="2000") as c, serve(api_app(c.settings)) as url:
         tenants = TenantStore(c.ledger.engine)
-        tenants.save("acme", allowed_sources=["photos/"])
+        tenants.save("acme", allowed_sources=["photos/", "no-such-bucket/"])
         _, key = tenants.create_key("acme")
         c.s3.client.create_bucket(Bucket="elsewhere")
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
