@@ -1,11 +1,12 @@
-"""Alembic environment: the URL comes from the caller's config (see pipeline.adapters.database)."""
+"""Alembic environment: the URL comes from the caller's config (see
+``pipeline.adapters.ledger.database``)."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from pipeline.adapters.schema import metadata
+from pipeline.adapters.ledger.schema import metadata
 
 config = context.config
 

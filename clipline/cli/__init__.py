@@ -1,4 +1,10 @@
-"""The ``clipline`` command. Each group of sub-commands lives in its own module here."""
+"""The ``clipline`` command: the one entry point (``main``) and the one Typer app.
+
+Each command, or group of sub-commands, lives in a module of its own here, named after it; this
+module only assembles them. A command module never imports this one, nor a sibling that imports
+it back: what several commands build (settings, the schema-checked ledger, the Celery queue)
+lives in ``clipline.cli.context``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,20 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from pipeline.cli import db, demo, jobs, models, tenants, triton
-from pipeline.cli import run as run_command
+from clipline.cli import (
+    api,
+    db,
+    demo,
+    events,
+    jobs,
+    models,
+    reconcile,
+    submit,
+    tenants,
+    triton,
+    worker,
+)
+from clipline.cli import run as run_command
 from pipeline.errors import ClipError, LedgerRefusal, UsageError
 from pipeline.fields import escaped
 
@@ -29,14 +47,20 @@ app = typer.Typer(
     # Plain help: click rewraps docstring paragraphs to the terminal's width.
     rich_markup_mode=None,
 )
-app.add_typer(db.app, name="db")
-app.add_typer(models.app, name="models")
-app.add_typer(triton.app, name="triton")
-app.add_typer(tenants.app, name="tenants")
+# The order here is the order of `clipline --help`: the commands, then the groups.
 app.command("run")(run_command.run)
 app.command("demo")(demo.demo)
 app.command("status")(jobs.status)
 app.command("redrive")(jobs.redrive)
+app.command("worker")(worker.worker)
+app.command("reconcile")(reconcile.reconcile)
+app.command("api")(api.api)
+app.command("submit")(submit.submit)
+app.command("events")(events.events)
+app.add_typer(db.app, name="db")
+app.add_typer(models.app, name="models")
+app.add_typer(triton.app, name="triton")
+app.add_typer(tenants.app, name="tenants")
 
 
 def main() -> None:

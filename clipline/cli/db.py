@@ -24,8 +24,8 @@ def _url(url: str | None) -> str:
 @app.command()
 def upgrade(url: str | None = URL, revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION (default: the newest). Safe to run again."""
-    from pipeline.adapters.database import redact_url
-    from pipeline.adapters.database import upgrade as run_upgrade
+    from pipeline.adapters.ledger.database import redact_url
+    from pipeline.adapters.ledger.database import upgrade as run_upgrade
 
     target = _url(url)
     run_upgrade(target, revision)
@@ -39,8 +39,8 @@ def downgrade(
     yes: bool = typer.Option(False, "--yes", help="Do not ask; needed without a terminal."),
 ) -> None:
     """Undo migrations down to REVISION. Downgrading to 'base' deletes every job."""
-    from pipeline.adapters.database import downgrade as run_downgrade
-    from pipeline.adapters.database import redact_url
+    from pipeline.adapters.ledger.database import downgrade as run_downgrade
+    from pipeline.adapters.ledger.database import redact_url
 
     target = _url(url)
     if not yes and not typer.confirm(f"Downgrade {redact_url(target)} to {revision}?"):
@@ -52,7 +52,7 @@ def downgrade(
 @app.command()
 def current(url: str | None = URL) -> None:
     """Print the schema revision the ledger is at ('none' before the first upgrade)."""
-    from pipeline.adapters.database import current_revision, make_engine
+    from pipeline.adapters.ledger.database import current_revision, make_engine
 
     engine = make_engine(_url(url))
     try:

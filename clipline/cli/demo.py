@@ -8,8 +8,8 @@ import typer
 from PIL import Image
 from rich.console import Console
 
+from clipline.cli.run import print_summary, run_folder
 from pipeline import logs
-from pipeline.cli.run import print_summary, run_folder
 from pipeline.demo_images import SAMPLES
 from pipeline.imaging.sheet import contact_sheet
 from pipeline.model_fetch import pull

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 from prometheus_client import start_http_server
 
+from clipline.cli.context import celery_queue, checked_ledger, load_settings
 from pipeline import logs, metrics
-from pipeline.cli import app
 from pipeline.errors import InvalidEvent, InvalidSettings, TransientError
 from pipeline.event_rules import EventRules
 from pipeline.events import (
@@ -36,10 +36,9 @@ from pipeline.events import (
 )
 from pipeline.jobs import Job
 from pipeline.settings import Settings
-from workers.cli import _ledger, _queue, _settings
 
 if TYPE_CHECKING:  # boto3 is imported when the command runs, not whenever `clipline` starts
-    from pipeline.adapters.sqs_source import Message, SqsSource
+    from pipeline.adapters.events.sqs import Message, SqsSource
 
 log = logs.get(__name__)
 BODY_LOGGED = 500  # characters of an unparseable body kept in its log line
@@ -138,7 +137,6 @@ def run(intake: Intake, stop: threading.Event, *, once: bool) -> None:
             stop.wait(pause)
 
 
-@app.command("events")
 def events(
     once: bool = typer.Option(False, "--once", help="Drain the queue: receive until a poll "
                               "comes back empty, print a JSON summary, exit."),
@@ -160,7 +158,7 @@ def events(
     queue's redrive policy (dead-letter queue); without one it is dropped, and logged, after
     CLIPLINE_EVENTS_MAX_RECEIVES receives. SIGTERM or Ctrl-C stops after the current batch.
     """
-    settings = _settings()
+    settings = load_settings()
     intake = _intake(settings, rules_file, wait)
     if settings.events_metrics_port and not once:
         start_http_server(settings.events_metrics_port)
@@ -182,8 +180,8 @@ def events(
 def _intake(settings: Settings, rules_file: Path | None, wait: int) -> Intake:
     """Everything checked before the first receive: the queue URL, the rules, the tenants
     they name, the ledger's schema and the queue itself (it exists, and its redrive policy)."""
-    from pipeline.adapters.sqs_source import SqsSource, make_client
-    from pipeline.adapters.tenant_store import TenantStore
+    from pipeline.adapters.events.sqs import SqsSource, make_client
+    from pipeline.adapters.ledger.tenants import TenantStore
 
     if not settings.sqs_queue_url:
         raise InvalidSettings("CLIPLINE_SQS_QUEUE_URL is not set (the queue the buckets notify)")
@@ -191,7 +189,7 @@ def _intake(settings: Settings, rules_file: Path | None, wait: int) -> Intake:
     if path is None:
         raise InvalidSettings("no rules: set CLIPLINE_EVENTS_RULES_FILE or pass --rules")
     rules = EventRules.load(path, model=settings.model)
-    ledger = _ledger(settings)
+    ledger = checked_ledger(settings)
     try:
         tenants = TenantStore(ledger.engine, ledger.clock)
         missing = sorted(t for t in rules.tenants if tenants.get(t) is None)
@@ -204,4 +202,4 @@ def _intake(settings: Settings, rules_file: Path | None, wait: int) -> Intake:
     except BaseException:
         ledger.close()
         raise
-    return Intake(source, rules, ledger, _queue(settings), tenants.get, settings, redrive)
+    return Intake(source, rules, ledger, celery_queue(settings), tenants.get, settings, redrive)

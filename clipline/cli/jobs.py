@@ -27,8 +27,8 @@ TENANT = typer.Option(DEFAULT_TENANT, "--tenant", help="Tenant whose jobs to act
 
 
 def _ledger(run: Path | None) -> Any:
-    from pipeline.adapters.database import make_engine
-    from pipeline.adapters.ledger_sql import SqlLedger
+    from pipeline.adapters.ledger.database import make_engine
+    from pipeline.adapters.ledger.sql import SqlLedger
 
     if run is None:
         return SqlLedger.from_settings(Settings())

@@ -109,8 +109,8 @@ def export_uint8(
     models_dir: Path | None = MODELS_DIR,
 ) -> None:
     """Rewrite a model into the form Triton serves (see the help text above)."""
-    from pipeline.adapters.onnx_graph import export_uint8 as rewrite
-    from pipeline.adapters.onnx_graph import sample_images
+    from pipeline.adapters.segmenters.onnx_graph import export_uint8 as rewrite
+    from pipeline.adapters.segmenters.onnx_graph import sample_images
 
     spec = get_spec(name)
     if spec.layout != "float_nchw":

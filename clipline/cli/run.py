@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from pipeline import bootstrap, fields, logs
-from pipeline.adapters.file_store import FileStore
+from pipeline.adapters.storage.file import FileStore
 from pipeline.embedded import (
     STATE_DIR,
     EmbeddedRun,

@@ -13,14 +13,14 @@ from pipeline.errors import InvalidField, UsageError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from pipeline.adapters.tenant_store import TenantStore
+    from pipeline.adapters.ledger.tenants import TenantStore
 
 app = typer.Typer(help="Tenants and their API keys (for `clipline api`).", no_args_is_help=True)
 
 
 def _store() -> TenantStore:
-    from pipeline.adapters.database import make_engine
-    from pipeline.adapters.tenant_store import TenantStore
+    from pipeline.adapters.ledger.database import make_engine
+    from pipeline.adapters.ledger.tenants import TenantStore
 
     return TenantStore(make_engine(Settings().ledger_url))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from pipeline.adapters.schema import UNPUBLISHED, UTCDateTime
+from pipeline.adapters.ledger.schema import UNPUBLISHED, UTCDateTime
 
 revision = "0002"
 down_revision = "0001"

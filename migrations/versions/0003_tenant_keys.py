@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from pipeline.adapters.schema import UTCDateTime
+from pipeline.adapters.ledger.schema import UTCDateTime
 
 revision = "0003"
 down_revision = "0002"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from pipeline.adapters.schema import PG_TXID, NullableJSONDoc
+from pipeline.adapters.ledger.schema import PG_TXID, NullableJSONDoc
 
 revision = "0005"
 down_revision = "0004"

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 
-from pipeline.adapters.database import translated
-from pipeline.adapters.schema import batches, jobs
+from pipeline.adapters.ledger.database import translated
+from pipeline.adapters.ledger.schema import batches, jobs
 from pipeline.batches import EXPANDING, PUBLISHING, Unsettled
 
 

@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import sqlite
 
-from pipeline.adapters.ledger_rows import refuse_request, row_request
-from pipeline.adapters.schema import jobs
+from pipeline.adapters.ledger.rows import refuse_request, row_request
+from pipeline.adapters.ledger.schema import jobs
 from pipeline.jobs import JobSpec, canonical_json, dedupe_key_of, new_id_text
 
 # Columns that differ per line; the rest of a row is the same for the whole call.

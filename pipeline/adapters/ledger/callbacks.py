@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, select, update
 
-from pipeline.adapters.database import translated
-from pipeline.adapters.ledger_rows import take, to_job
-from pipeline.adapters.schema import jobs
+from pipeline.adapters.ledger.database import translated
+from pipeline.adapters.ledger.rows import take, to_job
+from pipeline.adapters.ledger.schema import jobs
 from pipeline.jobs import Job, JobStatus
 from pipeline.ports import Clock
 

@@ -6,6 +6,7 @@ transaction opened with ``BEGIN IMMEDIATE`` so two writers queue instead of fail
 
 from __future__ import annotations
 
+import importlib.resources
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,9 @@ from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalErr
 
 from pipeline.errors import LedgerDamaged, LedgerUnavailable, UnstorableValue
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# The Alembic scripts: the top-level migrations/ of the source tree, installed as this package
+# (pyproject.toml maps the one onto the other), in an editable install as in a wheel.
+MIGRATIONS = "pipeline.migrations"
 
 
 def make_engine(
@@ -109,11 +112,16 @@ def translated() -> Iterator[None]:
         raise
 
 
+def migrations_folder() -> Path:
+    """The folder of the Alembic scripts (env.py, versions/), wherever Clipline is installed."""
+    return Path(str(importlib.resources.files(MIGRATIONS)))
+
+
 def alembic_config(url: str) -> Any:
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("script_location", str(migrations_folder()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

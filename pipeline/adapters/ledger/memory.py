@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline import paging
-from pipeline.adapters.ledger_rows import JobEvent, refuse_reuse
+from pipeline.adapters.ledger.rows import JobEvent, refuse_reuse
 from pipeline.clock import SystemClock
 from pipeline.errors import (
     ClipError,
@@ -218,7 +218,7 @@ class MemoryLedger:
                 requeued += out.status is Q
         return ReapResult(requeued=requeued, dead=dead)
 
-    # -- wake-up messages (see ledger_publish) ------------------------------------------------
+    # -- wake-up messages (see publish.py) --------------------------------------------------
 
     def take_unpublished(self, limit: int, *, lost_after: float | None = None) -> list[Dispatch]:
         now = self.clock.now()
@@ -242,7 +242,7 @@ class MemoryLedger:
             if job is not None and job.status is Q:
                 self._jobs[job_id] = replace(job, published_at=at)
 
-    # -- completion callbacks (see ledger_callbacks) ------------------------------------------
+    # -- completion callbacks (see callbacks.py) --------------------------------------------
 
     def due_callbacks(self, limit: int, *, hold_seconds: float = 60.0) -> list[Job]:
         now = self.clock.now()

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, and_, or_, select, update
 
-from pipeline.adapters.database import translated
-from pipeline.adapters.ledger_rows import take
-from pipeline.adapters.schema import jobs, status_is
+from pipeline.adapters.ledger.database import translated
+from pipeline.adapters.ledger.rows import take
+from pipeline.adapters.ledger.schema import jobs, status_is
 from pipeline.jobs import Dispatch, JobStatus
 from pipeline.ports import Clock
 

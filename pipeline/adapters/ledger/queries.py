@@ -27,10 +27,10 @@ from sqlalchemy import (
 )
 
 from pipeline import paging
-from pipeline.adapters.database import translated
-from pipeline.adapters.ledger_rows import JobEvent, event, record, to_job
-from pipeline.adapters.ledger_statements import LEASE_CLEARED
-from pipeline.adapters.schema import batches, job_events, jobs, status_is
+from pipeline.adapters.ledger.database import translated
+from pipeline.adapters.ledger.rows import JobEvent, event, record, to_job
+from pipeline.adapters.ledger.schema import batches, job_events, jobs, status_is
+from pipeline.adapters.ledger.statements import LEASE_CLEARED
 from pipeline.errors import BatchNotFound, JobNotFound, LeaseLost, TransitionRefused
 from pipeline.jobs import DEFAULT_TENANT, BatchCounts, Job, JobStatus
 from pipeline.paging import Page

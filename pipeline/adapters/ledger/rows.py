@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, Update, insert
 
-from pipeline.adapters.database import translated
-from pipeline.adapters.schema import job_events, jobs
+from pipeline.adapters.ledger.database import translated
+from pipeline.adapters.ledger.schema import job_events, jobs
 from pipeline.errors import IdempotencyConflict
 from pipeline.jobs import Job, JobSpec, JobStatus, request_differences
 

@@ -30,13 +30,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pipeline import logs
-from pipeline.adapters import bulk_insert
-from pipeline.adapters.database import make_engine, translated
-from pipeline.adapters.ledger_batches import LedgerBatches
-from pipeline.adapters.ledger_callbacks import LedgerCallbacks
-from pipeline.adapters.ledger_publish import LedgerPublishing
-from pipeline.adapters.ledger_queries import LedgerQueries
-from pipeline.adapters.ledger_rows import (
+from pipeline.adapters.ledger import bulk_insert
+from pipeline.adapters.ledger.batches import LedgerBatches
+from pipeline.adapters.ledger.callbacks import LedgerCallbacks
+from pipeline.adapters.ledger.database import make_engine, translated
+from pipeline.adapters.ledger.publish import LedgerPublishing
+from pipeline.adapters.ledger.queries import LedgerQueries
+from pipeline.adapters.ledger.rows import (
     by_keys,
     event,
     prefixed,
@@ -44,8 +44,8 @@ from pipeline.adapters.ledger_rows import (
     refuse_reuse,
     to_job,
 )
-from pipeline.adapters.ledger_statements import LEASE_CLEARED, Move, Statements
-from pipeline.adapters.schema import batches, jobs, status_is, tenants
+from pipeline.adapters.ledger.schema import batches, jobs, status_is, tenants
+from pipeline.adapters.ledger.statements import LEASE_CLEARED, Move, Statements
 from pipeline.clock import SystemClock
 from pipeline.errors import ClipError
 from pipeline.jobs import (

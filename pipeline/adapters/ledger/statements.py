@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, literal, null, select, update
 
-from pipeline.adapters.schema import JSONDoc, UTCDateTime, job_events, jobs, status_is
+from pipeline.adapters.ledger.schema import JSONDoc, UTCDateTime, job_events, jobs, status_is
 from pipeline.jobs import JobStatus
 
 Q, R = JobStatus.QUEUED.value, JobStatus.RUNNING.value

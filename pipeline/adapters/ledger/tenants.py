@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pipeline.adapters.database import translated
-from pipeline.adapters.schema import api_keys, tenants
+from pipeline.adapters.ledger.database import translated
+from pipeline.adapters.ledger.schema import api_keys, tenants
 from pipeline.clock import SystemClock
 from pipeline.jobs import new_id
 from pipeline.ports import Clock

@@ -30,7 +30,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.adapters.onnx_segmenter import POSTPROCESS_KEY, OnnxSegmenter
+from pipeline.adapters.segmenters.onnx_runtime import POSTPROCESS_KEY, OnnxSegmenter
 from pipeline.errors import ModelError
 from pipeline.models import ModelSpec, record_sha256, uint8_form
 

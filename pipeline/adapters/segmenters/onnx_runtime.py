@@ -5,9 +5,9 @@ Two forms of a model file are accepted, told apart by the input's dtype:
 - the exported graph (float32 NCHW input, often a fixed batch of 1, several outputs): the spec's
   normalisation is done here in numpy, images are run one fixed-size batch at a time, and the
   spec's post-processing (min-max) is applied to the mask;
-- Clipline's rewrite (``pipeline.adapters.onnx_graph``: uint8 NHWC input, dynamic batch, one
-  ``mask`` output): pixels go in as they are, the whole batch in one call, and the min-max is
-  skipped when the graph's metadata says it is folded in.
+- Clipline's rewrite (``pipeline.adapters.segmenters.onnx_graph``: uint8 NHWC input, dynamic
+  batch, one ``mask`` output): pixels go in as they are, the whole batch in one call, and the
+  min-max is skipped when the graph's metadata says it is folded in.
 
 Only the mask output is fetched: the other outputs of U²-Net are never copied out.
 """

@@ -1,9 +1,9 @@
 """The ``Segmenter`` port on an NVIDIA Triton server, through tritonclient (gRPC, or HTTP).
 
-The served model is Clipline's uint8 rewrite (``pipeline.adapters.onnx_graph``), or a TensorRT
-plan built from it: input uint8 [batch, H, W, 3] RGB at model size, one output ``mask`` float32
-[batch, H, W] already normalised to [0, 1]. The graph does the normalisation, so requests carry
-raw pixels (4x fewer bytes than float32) and ask for the mask alone.
+The served model is Clipline's uint8 rewrite (``pipeline.adapters.segmenters.onnx_graph``), or a
+TensorRT plan built from it: input uint8 [batch, H, W, 3] RGB at model size, one output ``mask``
+float32 [batch, H, W] already normalised to [0, 1]. The graph does the normalisation, so requests
+carry raw pixels (4x fewer bytes than float32) and ask for the mask alone.
 
 Construction checks the server and reads the model's metadata and config once: the input's name,
 dtype (must be UINT8) and size, the output's name, and ``max_batch_size`` (larger batches are

@@ -2,7 +2,8 @@
 
 Run BY PATH with the interpreter of ``.venv-triton`` (``scripts/triton-venv.sh`` makes it)::
 
-    .venv-triton/bin/python pipeline/adapters/triton_dev_server.py --model-file u2netp.uint8.onnx
+    .venv-triton/bin/python pipeline/adapters/segmenters/triton_dev_server.py \
+        --model-file u2netp.uint8.onnx
 
 It imports only the standard library, numpy, onnxruntime and pytriton: pytriton needs numpy<2,
 Clipline's own environment has numpy 2, so this file never imports ``pipeline``.
