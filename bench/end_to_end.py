@@ -29,8 +29,8 @@ from pathlib import Path
 from moto.server import ThreadedMotoServer
 from sqlalchemy import select
 
-from pipeline.adapters.onnx_segmenter import OnnxSegmenter
-from pipeline.adapters.schema import job_events
+from pipeline.adapters.ledger.schema import job_events
+from pipeline.adapters.segmenters.onnx_runtime import OnnxSegmenter
 from pipeline.jobs import Dispatch, JobSpec, JobStatus
 from pipeline.model_fetch import pull
 from pipeline.models import U2NETP, uint8_form

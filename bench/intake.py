@@ -20,10 +20,10 @@ from pathlib import Path
 
 import httpx
 
-from pipeline.adapters.tenant_store import TenantStore
+from clipline.cli.api import api_app
+from pipeline.adapters.ledger.tenants import TenantStore
 from tests.distkit import cluster, serve
 from tests.tritonkit import free_port
-from workers.cli import api_app
 
 
 def main() -> None:

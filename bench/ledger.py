@@ -17,8 +17,8 @@ import uuid
 
 from sqlalchemy import create_engine, text
 
-from pipeline.adapters.database import make_engine, upgrade
-from pipeline.adapters.ledger_sql import SqlLedger
+from pipeline.adapters.ledger.database import make_engine, upgrade
+from pipeline.adapters.ledger.sql import SqlLedger
 from pipeline.jobs import JobSpec
 
 OPTIONS = {"format": "png", "channels": "rgba"}

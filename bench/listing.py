@@ -22,8 +22,8 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, text
 
-from pipeline.adapters.database import make_engine, upgrade
-from pipeline.adapters.ledger_sql import SqlLedger
+from pipeline.adapters.ledger.database import make_engine, upgrade
+from pipeline.adapters.ledger.sql import SqlLedger
 from pipeline.jobs import JobSpec, JobStatus
 
 SERVER = os.environ.get("CLIPLINE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")

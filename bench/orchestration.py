@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from pipeline.adapters.schema import job_events
+from pipeline.adapters.ledger.schema import job_events
 from pipeline.intake import queued_pages
 from pipeline.jobs import Dispatch, JobSpec, JobStatus
 from tests.distkit import cluster

@@ -16,8 +16,10 @@ RUN python -m pip install --no-cache-dir "pip==${PIP_VERSION}" \
         "setuptools==${SETUPTOOLS_VERSION}" "wheel==${WHEEL_VERSION}"
 COPY docker/constraints.txt /src/docker/constraints.txt
 COPY pyproject.toml README.md /src/
+COPY clipline /src/clipline
 COPY pipeline /src/pipeline
 COPY workers /src/workers
+COPY migrations /src/migrations
 RUN python -m pip wheel --no-cache-dir --no-build-isolation --wheel-dir /wheels \
         --constraint docker/constraints.txt ./
 

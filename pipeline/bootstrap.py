@@ -25,11 +25,11 @@ def segmenter(settings: Settings, *, threads: int | None = None) -> Segmenter:
     """The configured model runner. ``threads`` caps ONNX Runtime's intra-op threads."""
     spec = get_spec(settings.model)
     if settings.segmenter == "fake":
-        from pipeline.adapters.fake_segmenter import FakeSegmenter
+        from pipeline.adapters.segmenters.fake import FakeSegmenter
 
         return FakeSegmenter(FAKE_SIZE)
     if settings.segmenter == "triton":
-        from pipeline.adapters.triton_segmenter import TritonSegmenter
+        from pipeline.adapters.segmenters.triton_client import TritonSegmenter
 
         # Triton serves the uint8 rewrite under the original model's name (u2netp).
         return TritonSegmenter(
@@ -40,7 +40,7 @@ def segmenter(settings: Settings, *, threads: int | None = None) -> Segmenter:
             timeout=settings.triton_timeout_seconds,
             expected_size=spec.input_size,
         )
-    from pipeline.adapters.onnx_segmenter import OnnxSegmenter
+    from pipeline.adapters.segmenters.onnx_runtime import OnnxSegmenter
 
     # Other threads decode and encode meanwhile: spinning ONNX workers would steal their CPU.
     return OnnxSegmenter(
@@ -51,8 +51,8 @@ def segmenter(settings: Settings, *, threads: int | None = None) -> Segmenter:
 
 def embedded_ledger(state_dir: Path):  # type: ignore[no-untyped-def]
     """The SQLite ledger of an embedded run, migrated to the newest schema."""
-    from pipeline.adapters.database import make_engine, upgrade
-    from pipeline.adapters.ledger_sql import SqlLedger
+    from pipeline.adapters.ledger.database import make_engine, upgrade
+    from pipeline.adapters.ledger.sql import SqlLedger
 
     url = f"sqlite:///{(state_dir / 'ledger.sqlite3').resolve()}"
     upgrade(url)
@@ -63,10 +63,10 @@ def embedded_ledger(state_dir: Path):  # type: ignore[no-untyped-def]
 def object_store(settings: Settings) -> ObjectStore:
     """Where workers read sources and write cut-outs."""
     if settings.object_store == "folder":
-        from pipeline.adapters.file_store import FileStore
+        from pipeline.adapters.storage.file import FileStore
 
         return FileStore(max_bytes=settings.max_input_bytes)
-    from pipeline.adapters.s3_store import S3Store, make_client
+    from pipeline.adapters.storage.s3 import S3Store, make_client
 
     return S3Store(make_client(settings), max_bytes=settings.max_input_bytes)
 
@@ -85,7 +85,7 @@ def job_runner(
     segmenter_threads: int | None = None,
 ) -> JobRunner:
     """Everything a worker process needs to run jobs, built from the settings."""
-    from pipeline.adapters.ledger_sql import SqlLedger
+    from pipeline.adapters.ledger.sql import SqlLedger
 
     config = RunnerConfig(
         worker=worker,

@@ -12,7 +12,7 @@ A text field is refused when it is
 * carrying a control character (Unicode category Cc: U+0000-U+001F, U+007F-U+009F).
   PostgreSQL refuses NUL in ``text`` and ``jsonb`` outright; the others split manifest lines,
   forge log lines and drive terminals, and no real object key or name needs them;
-* longer than its limit. Limits are the column's (``pipeline.adapters.schema``), or tighter
+* longer than its limit. Limits are the column's (``pipeline.adapters.ledger.schema``), or tighter
   where the outside world is: an S3 key is at most 1,024 bytes of UTF-8, a bucket name 3-63
   characters of ``a-z 0-9 . -`` (AWS's "Bucket naming rules" and "Naming Amazon S3 objects").
 

@@ -3,7 +3,7 @@
 Worker pool processes are forked, so the counters live in prometheus-client's multiprocess
 mode: every process writes to files in ``PROMETHEUS_MULTIPROC_DIR`` and the worker's main
 process serves their sum (``clipline worker`` sets the directory up before anything imports
-prometheus-client; see ``workers.cli``).
+prometheus-client; see ``clipline.cli.worker``).
 """
 
 from __future__ import annotations

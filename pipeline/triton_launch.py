@@ -2,8 +2,9 @@
 
 pytriton needs numpy<2 and Clipline's environment has numpy 2, so the server runs in a virtual
 environment of its own (``scripts/triton-venv.sh`` makes it) as a separate process:
-``pipeline/adapters/triton_dev_server.py``, run by path with that environment's Python. This
-module finds both, makes sure the model's uint8 graph exists, and builds the command line.
+``pipeline/adapters/segmenters/triton_dev_server.py``, run by path with that environment's
+Python. This module finds both, makes sure the model's uint8 graph exists, and builds the command
+line.
 
 The server script puts its interpreter's lib dir first in LD_LIBRARY_PATH itself (on pyenv
 Pythons the backend stub would load another libpython otherwise; DESIGN §3), so a launcher only
@@ -22,7 +23,8 @@ from pipeline.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv-triton"
-SERVER_SCRIPT = Path(__file__).resolve().parent / "adapters" / "triton_dev_server.py"
+SERVER_SCRIPT = (Path(__file__).resolve().parent / "adapters" / "segmenters"
+                 / "triton_dev_server.py")
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def uint8_graph(spec: ModelSpec, models_dir: Path) -> Path:
     target = uint8_form(spec)
     if spec.layout == "uint8_nhwc" or inspect(target, models_dir).present:
         return resolve(target, models_dir)
-    from pipeline.adapters.onnx_graph import export_uint8, sample_images
+    from pipeline.adapters.segmenters.onnx_graph import export_uint8, sample_images
 
     path, _ = export_uint8(resolve(spec, models_dir), spec, sample_images(spec.input_size))
     return path

@@ -35,6 +35,6 @@ rm -rf "$venv"
 "$venv/bin/python" -m pip install --quiet "${PINS[@]}"
 # Fail here rather than in the middle of a test session if the server cannot even start.
 "$venv/bin/python" -c "import pytriton.triton, onnxruntime"
-"$venv/bin/python" "$root/pipeline/adapters/triton_dev_server.py" --help >/dev/null
+"$venv/bin/python" "$root/pipeline/adapters/segmenters/triton_dev_server.py" --help >/dev/null
 "$venv/bin/python" -c "$check"
 echo "triton-venv: ready: $venv (${PINS[*]})"

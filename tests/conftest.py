@@ -17,8 +17,8 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 
-from pipeline.adapters.database import make_engine, upgrade
-from pipeline.adapters.ledger_sql import SqlLedger
+from pipeline.adapters.ledger.database import make_engine, upgrade
+from pipeline.adapters.ledger.sql import SqlLedger
 from pipeline.clock import ManualClock
 from pipeline.retry import Backoff
 
@@ -94,7 +94,7 @@ def sql_ledger(ledger_url: str, clock: ManualClock) -> Iterator[SqlLedger]:
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 def ledger(request: pytest.FixtureRequest, clock: ManualClock, tmp_path: Path) -> Iterator[object]:
     """Every ledger implementation, held to one contract."""
-    from pipeline.adapters.memory_ledger import MemoryLedger
+    from pipeline.adapters.ledger.memory import MemoryLedger
 
     settings = {"clock": clock, "lease_seconds": 60, "max_attempts": 3,
                 "backoff": Backoff(base=2.0, cap=60.0)}

@@ -25,9 +25,9 @@ import redis
 import uvicorn
 from sqlalchemy import create_engine, text
 
-from pipeline.adapters.database import upgrade
-from pipeline.adapters.ledger_sql import SqlLedger
-from pipeline.adapters.s3_store import S3Store, make_client
+from pipeline.adapters.ledger.database import upgrade
+from pipeline.adapters.ledger.sql import SqlLedger
+from pipeline.adapters.storage.s3 import S3Store, make_client
 from pipeline.jobs import JobStatus
 from pipeline.settings import Settings
 from workers.app import create_app

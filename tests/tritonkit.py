@@ -20,7 +20,7 @@ from typing import IO
 
 import pytest
 
-from pipeline.adapters.triton_dev_server import READY
+from pipeline.adapters.segmenters.triton_dev_server import READY
 from pipeline.triton_launch import ServeOptions, server_command, uint8_graph
 
 STOP_GRACE_SECONDS = 15.0

@@ -16,7 +16,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
 from pipeline import bootstrap, logs
-from pipeline.adapters.ledger_sql import SqlLedger
+from pipeline.adapters.ledger.sql import SqlLedger
 from pipeline.bootstrap import LazySegmenter
 from pipeline.errors import ClipError, OperationTimeout
 from pipeline.reconcile import ReconcileConfig

@@ -1,6 +1,6 @@
 """The FastAPI application: routers, health, metrics, the door. ``create_app`` takes its clients.
 
-The app never builds a client itself: ``workers.cli`` (``clipline api``) composes it with the
+The app never builds a client itself: ``clipline.cli.api`` (``clipline api``) composes it with the
 SQL ledger, the tenant store, S3 and the Celery queue; tests compose it the same way.
 """
 

@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
 # The repository's own top-level names: its packages, and the folders importable from its root.
-REPO_NAMES = frozenset({"pipeline", "workers", "tests", "bench"})
+REPO_NAMES = frozenset({"clipline", "pipeline", "workers", "migrations", "tests", "bench"})
 DOCS = ("Makefile", "README.md", "docs/PERFORMANCE.md")
 # `bench/ledger.py`, `bench.vs_rembg`: a module named in a command or a sentence.
 CITED = re.compile(r"(?<![\w/.-])bench[./](\w+)")

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.adapters.memory_queue import MemoryQueue
+from pipeline.adapters.queue.memory import MemoryQueue
 from pipeline.api.app import create_app
 from pipeline.api.deps import ApiDeps
 from pipeline.clock import ManualClock

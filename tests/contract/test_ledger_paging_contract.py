@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.adapters import bulk_insert, ledger_sql, memory_ledger
+from pipeline.adapters.ledger import bulk_insert
+from pipeline.adapters.ledger import memory as memory_ledger
+from pipeline.adapters.ledger import sql as ledger_sql
 from pipeline.errors import InvalidCursor, NotAnImage
 from pipeline.intake import queued_pages
 from pipeline.jobs import JobSpec, JobStatus

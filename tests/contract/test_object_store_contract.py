@@ -12,9 +12,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from pipeline import errors
-from pipeline.adapters.file_store import FileStore
-from pipeline.adapters.memory_store import MemoryStore
-from pipeline.adapters.s3_store import S3Store, make_client, storage_error
+from pipeline.adapters.storage.file import FileStore
+from pipeline.adapters.storage.memory import MemoryStore
+from pipeline.adapters.storage.s3 import S3Store, make_client, storage_error
 from pipeline.settings import Settings
 
 LIMIT = 64 * 1024

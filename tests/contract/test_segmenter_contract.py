@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from pipeline.adapters.onnx_graph import sample_images
-from pipeline.adapters.onnx_segmenter import OnnxSegmenter
-from pipeline.adapters.triton_segmenter import TritonSegmenter
+from pipeline.adapters.segmenters.onnx_graph import sample_images
+from pipeline.adapters.segmenters.onnx_runtime import OnnxSegmenter
+from pipeline.adapters.segmenters.triton_client import TritonSegmenter
 from pipeline.models import U2NETP, uint8_form
 from pipeline.ports import Segmenter
 from tests.tritonkit import TritonServer

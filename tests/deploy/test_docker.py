@@ -428,7 +428,8 @@ def test_each_dockerfile_has_its_own_dockerignore_that_keeps_the_context_small(n
     ignore = DOCKERFILES[name].with_name(DOCKERFILES[name].name + ".dockerignore")
     lines = ignore.read_text().splitlines()
     assert "*" in lines  # deny all, then allow what the image needs
-    for needed in ("!pyproject.toml", "!README.md", "!pipeline/", "!workers/"):
+    for needed in ("!pyproject.toml", "!README.md", "!clipline/", "!pipeline/", "!workers/",
+                   "!migrations/"):
         assert needed in lines, needed
     for line in lines:  # nothing local: environments, caches, data
         assert not re.match(r"!(\.venv|\.cache|\.git|clipline-data)", line), line

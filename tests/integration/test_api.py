@@ -13,12 +13,12 @@ import httpx
 import pytest
 from PIL import Image
 
-from pipeline.adapters.tenant_store import TenantStore
+from clipline.cli.api import api_app
+from pipeline.adapters.ledger.tenants import TenantStore
 from pipeline.errors import NotAnImage
 from pipeline.jobs import JobStatus
 from tests.distkit import Cluster, cluster, serve, wait_for
 from tests.pictures import square
-from workers.cli import api_app
 
 pytestmark = [pytest.mark.postgres]
 PROBLEM = "application/problem+json"

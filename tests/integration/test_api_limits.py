@@ -24,10 +24,10 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from pipeline.adapters.tenant_store import TenantStore
+from clipline.cli.api import api_app
+from pipeline.adapters.ledger.tenants import TenantStore
 from tests.distkit import Cluster, cluster, serve, wait_for
 from tests.integration.test_events import log_events, sqs_client
-from workers.cli import api_app
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 SECRET = "webhook-secret-for-limit-tests"

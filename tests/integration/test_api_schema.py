@@ -21,9 +21,9 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from sqlalchemy import text
 
-from pipeline.adapters.tenant_store import TenantStore
+from clipline.cli.api import api_app
+from pipeline.adapters.ledger.tenants import TenantStore
 from tests.distkit import cluster
-from workers.cli import api_app
 
 CI_SEED = 20261130
 SEED = int(os.environ.get("CLIPLINE_FUZZ_SEED", CI_SEED))

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.adapters.tenant_store import TenantStore
+from clipline.cli.api import api_app
+from pipeline.adapters.ledger.tenants import TenantStore
 from tests.distkit import Cluster, cluster, serve, wait_for
-from workers.cli import api_app
 
 pytestmark = [pytest.mark.postgres]
 CLIPLINE = str(Path(sys.executable).with_name("clipline"))

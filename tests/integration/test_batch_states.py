@@ -15,14 +15,14 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from pipeline.adapters.schema import batches
-from pipeline.adapters.tenant_store import TenantStore
+from clipline.cli.api import api_app
+from pipeline.adapters.ledger.schema import batches
+from pipeline.adapters.ledger.tenants import TenantStore
 from pipeline.api.app import create_app
 from pipeline.api.deps import ApiDeps
 from pipeline.batches import FINAL, settle_stale
 from pipeline.jobs import JobSpec
 from tests.distkit import Cluster, cluster, serve, wait_for
-from workers.cli import api_app
 
 pytestmark = [pytest.mark.postgres]
 CLIPLINE = str(Path(sys.executable).with_name("clipline"))

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.adapters.tenant_store import TenantStore
+from clipline.cli.api import api_app
+from pipeline.adapters.ledger.tenants import TenantStore
 from pipeline.callbacks import HEADER, verify
 from tests.distkit import cluster, serve, wait_for
 from tests.pictures import square
-from workers.cli import api_app
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -55,8 +55,8 @@ def test_status_of_one_job_and_the_refusals(tmp_path: Path) -> None:
 
 
 def test_status_prints_a_job_as_json(tmp_path: Path) -> None:
-    from pipeline.adapters.fake_segmenter import FakeSegmenter
-    from pipeline.cli.run import run_folder
+    from clipline.cli.run import run_folder
+    from pipeline.adapters.segmenters.fake import FakeSegmenter
     from pipeline.options import OutputOptions
     from pipeline.settings import Settings
 
@@ -65,8 +65,8 @@ def test_status_prints_a_job_as_json(tmp_path: Path) -> None:
     (src / "bad.jpg").write_text("text")
     summary = run_folder(src, dst, OutputOptions(), Settings(), model="fake",
                          segmenter=FakeSegmenter(), show_progress=False)
-    from pipeline.adapters.database import make_engine
-    from pipeline.adapters.ledger_sql import SqlLedger
+    from pipeline.adapters.ledger.database import make_engine
+    from pipeline.adapters.ledger.sql import SqlLedger
 
     ledger = SqlLedger(make_engine(f"sqlite:///{dst / '.clipline' / 'ledger.sqlite3'}"))
     job = ledger.list_jobs(batch_id=summary.batch_id)[0]

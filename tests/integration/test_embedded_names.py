@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.adapters.fake_segmenter import FakeSegmenter
-from pipeline.cli.run import run_folder
+from clipline.cli.run import run_folder
+from pipeline.adapters.segmenters.fake import FakeSegmenter
 from pipeline.embedded import Summary, batch_id_for, history_id_for
 from pipeline.jobs import JobSpec, JobStatus
 from pipeline.options import OutputOptions
@@ -51,8 +51,8 @@ def run(src: Path, dst: Path, options: OutputOptions | None = None) -> Summary:
 
 
 def ledger_of(dst: Path):  # type: ignore[no-untyped-def]
-    from pipeline.adapters.database import make_engine
-    from pipeline.adapters.ledger_sql import SqlLedger
+    from pipeline.adapters.ledger.database import make_engine
+    from pipeline.adapters.ledger.sql import SqlLedger
 
     return SqlLedger(make_engine(f"sqlite:///{dst / '.clipline' / 'ledger.sqlite3'}"))
 

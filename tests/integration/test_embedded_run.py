@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.adapters.fake_segmenter import FakeSegmenter
-from pipeline.cli.run import run_folder
+from clipline.cli.run import run_folder
+from pipeline.adapters.segmenters.fake import FakeSegmenter
 from pipeline.demo_images import SAMPLES
 from pipeline.options import OutputOptions
 from pipeline.settings import Settings
@@ -168,8 +168,8 @@ def clipline(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 def jobs_of(dst: Path) -> list[tuple[str, str, str | None, str | None]]:
     """(key, status, reason, output) of every job in the run's ledger, sorted."""
-    from pipeline.adapters.database import make_engine
-    from pipeline.adapters.ledger_sql import SqlLedger
+    from pipeline.adapters.ledger.database import make_engine
+    from pipeline.adapters.ledger.sql import SqlLedger
 
     ledger = SqlLedger(make_engine(f"sqlite:///{dst / '.clipline' / 'ledger.sqlite3'}"))
     try:

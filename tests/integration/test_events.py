@@ -24,8 +24,8 @@ import httpx
 import pytest
 from botocore.config import Config
 
-from pipeline.adapters.sqs_source import SqsSource
-from pipeline.adapters.tenant_store import TenantStore
+from pipeline.adapters.events.sqs import SqsSource
+from pipeline.adapters.ledger.tenants import TenantStore
 from pipeline.errors import EventSourceUnavailable, InvalidSettings
 from pipeline.jobs import JobStatus
 from tests.distkit import AWS, CLIPLINE, Cluster, cluster, wait_for

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pipeline.adapters.database import make_engine
-from pipeline.adapters.ledger_sql import SqlLedger
+from pipeline.adapters.ledger.database import make_engine
+from pipeline.adapters.ledger.sql import SqlLedger
 from pipeline.jobs import LEASE_EXPIRED, JobSpec, JobStatus
 from pipeline.retry import Backoff
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from pipeline.adapters.database import make_engine
-from pipeline.adapters.ledger_sql import SqlLedger
-from pipeline.adapters.schema import jobs
+from pipeline.adapters.ledger.database import make_engine
+from pipeline.adapters.ledger.schema import jobs
+from pipeline.adapters.ledger.sql import SqlLedger
 from pipeline.jobs import JobSpec
 from tests.conftest import _ledger_url
 

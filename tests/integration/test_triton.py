@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from pipeline import bootstrap
-from pipeline.adapters.onnx_graph import sample_images
-from pipeline.adapters.triton_dev_server import READY
-from pipeline.adapters.triton_segmenter import TritonSegmenter
+from pipeline.adapters.segmenters.onnx_graph import sample_images
+from pipeline.adapters.segmenters.triton_client import TritonSegmenter
+from pipeline.adapters.segmenters.triton_dev_server import READY
 from pipeline.errors import InferenceUnavailable, ModelError, OperationTimeout, UsageError
 from pipeline.models import U2NETP, sha256_of
 from pipeline.settings import Settings
@@ -268,7 +268,7 @@ def test_the_uint8_graph_is_exported_when_missing(tmp_path: Path) -> None:
 def test_translation_of_server_statuses() -> None:
     from tritonclient.utils import InferenceServerException
 
-    from pipeline.adapters.triton_segmenter import _translate
+    from pipeline.adapters.segmenters.triton_client import _translate
 
     cases = {
         "StatusCode.UNAVAILABLE": InferenceUnavailable,

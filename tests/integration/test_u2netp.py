@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.adapters.onnx_graph import export_uint8, sample_images
-from pipeline.adapters.onnx_segmenter import OnnxSegmenter
+from pipeline.adapters.segmenters.onnx_graph import export_uint8, sample_images
+from pipeline.adapters.segmenters.onnx_runtime import OnnxSegmenter
 from pipeline.model_fetch import pull
 from pipeline.models import U2NETP, resolve, sha256_of, uint8_form
 

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.adapters.tenant_store import TenantStore
+from clipline.cli.api import api_app
+from pipeline.adapters.ledger.tenants import TenantStore
 from tests.distkit import Cluster, cluster, serve
-from workers.cli import api_app
 
 pytestmark = [pytest.mark.postgres]
 SECRET = "webhook-secret-for-tests"

@@ -10,14 +10,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from pipeline.adapters.database import (
+from pipeline.adapters.ledger.database import (
     current_revision,
     downgrade,
     head_revision,
     make_engine,
     upgrade,
 )
-from pipeline.adapters.schema import metadata
+from pipeline.adapters.ledger.schema import metadata
 from tests.conftest import _admin_engine
 
 
@@ -106,7 +106,7 @@ def test_jobs_from_before_0005_keep_their_order_and_come_before_new_ones(
 ) -> None:
     """Upgrading a ledger that holds jobs: they all get one txid, so they list in their old
     order (by id), ahead of jobs submitted afterwards; a downgrade keeps them."""
-    from pipeline.adapters.ledger_sql import SqlLedger
+    from pipeline.adapters.ledger.sql import SqlLedger
     from pipeline.jobs import JobSpec
 
     upgrade(empty_url, "0004")

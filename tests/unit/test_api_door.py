@@ -18,8 +18,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from pipeline.adapters.memory_ledger import MemoryLedger
-from pipeline.adapters.memory_queue import MemoryQueue
+from pipeline.adapters.ledger.memory import MemoryLedger
+from pipeline.adapters.queue.memory import MemoryQueue
 from pipeline.api import batches, events, jobs
 from pipeline.api.app import create_app
 from pipeline.api.deps import ApiDeps

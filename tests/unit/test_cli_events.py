@@ -1,4 +1,4 @@
-"""``clipline events``' loop (``workers.cli_events``) with an in-memory queue: a message that
+"""``clipline events``' loop (``clipline.cli.events``) with an in-memory queue: a message that
 cannot be parsed, however hostile, is counted, kept for the redrive policy or dropped at
 ``CLIPLINE_EVENTS_MAX_RECEIVES``, and never stops the loop."""
 
@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.adapters.memory_ledger import MemoryLedger
-from pipeline.adapters.memory_queue import MemoryQueue
-from pipeline.adapters.sqs_source import Message
+from clipline.cli.events import Intake, run
+from pipeline.adapters.events.sqs import Message
+from pipeline.adapters.ledger.memory import MemoryLedger
+from pipeline.adapters.queue.memory import MemoryQueue
 from pipeline.errors import InvalidEvent
 from pipeline.event_rules import EventRules
 from pipeline.events import MAX_EVENT_BYTES, parse_notification
 from pipeline.settings import Settings
 from pipeline.tenants import Tenant
-from workers.cli_events import Intake, run
 
 GOOD = json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "s3": {
     "bucket": {"name": "photos"}, "object": {"key": "a.png", "sequencer": "01"}}}]})

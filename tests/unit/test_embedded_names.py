@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.adapters.file_store import FileStore
-from pipeline.adapters.memory_ledger import MemoryLedger
+from pipeline.adapters.ledger.memory import MemoryLedger
+from pipeline.adapters.storage.file import FileStore
 from pipeline.errors import OutputCollision, OutputNameTooLong
 from pipeline.jobs import JobSpec, JobStatus
 from pipeline.run_files import scan, shown_name

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.adapters.memory_ledger import MemoryLedger
-from pipeline.adapters.memory_queue import MemoryQueue
+from pipeline.adapters.ledger.memory import MemoryLedger
+from pipeline.adapters.queue.memory import MemoryQueue
 from pipeline.errors import BrokerUnavailable, InvalidEvent, InvalidSettings
 from pipeline.event_rules import EventRules
 from pipeline.events import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.adapters.fake_segmenter import FakeSegmenter
+from pipeline.adapters.segmenters.fake import FakeSegmenter
 from pipeline.ports import Segmenter
 
 

@@ -406,7 +406,7 @@ def clipline(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
 ) -> tuple[int, str, str]:
     """Run the real entry point; returns (exit status, stdout, stderr)."""
-    from pipeline.cli import main
+    from clipline.cli import main
 
     monkeypatch.setattr(sys, "argv", ["clipline", *args])
     with pytest.raises(SystemExit) as exited:

@@ -10,15 +10,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from pipeline.adapters import onnx_graph
-from pipeline.adapters.onnx_graph import (
+from pipeline.adapters.segmenters import onnx_graph
+from pipeline.adapters.segmenters.onnx_graph import (
     Verification,
     export_uint8,
     sample_images,
     to_uint8_nhwc,
     verify,
 )
-from pipeline.adapters.onnx_segmenter import OnnxSegmenter
+from pipeline.adapters.segmenters.onnx_runtime import OnnxSegmenter
 from pipeline.errors import ModelError
 from pipeline.models import resolve, uint8_form
 from tests.modelkit import tiny_spec, u2net_like

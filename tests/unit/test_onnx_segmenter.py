@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from pipeline.adapters.onnx_graph import sample_images, to_uint8_nhwc
-from pipeline.adapters.onnx_segmenter import OnnxSegmenter
+from pipeline.adapters.segmenters.onnx_graph import sample_images, to_uint8_nhwc
+from pipeline.adapters.segmenters.onnx_runtime import OnnxSegmenter
 from pipeline.errors import ModelError
 from pipeline.models import uint8_form
 from pipeline.ports import Segmenter

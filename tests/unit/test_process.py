@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from pipeline import errors
-from pipeline.adapters.fake_segmenter import FakeSegmenter
-from pipeline.adapters.memory_store import MemoryStore
+from pipeline.adapters.segmenters.fake import FakeSegmenter
+from pipeline.adapters.storage.memory import MemoryStore
 from pipeline.jobs import Job, JobStatus
 from pipeline.options import OutputOptions
 from pipeline.process import cut_out, output_key, process_job

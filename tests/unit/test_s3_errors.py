@@ -15,8 +15,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from pipeline import errors
-from pipeline.adapters import s3_store
-from pipeline.adapters.s3_store import ANSWERS, Operation, S3Store, row_of, storage_error
+from pipeline.adapters.storage import s3 as s3_store
+from pipeline.adapters.storage.s3 import ANSWERS, Operation, S3Store, row_of, storage_error
 
 WHERE = "s3://photos/shoe.jpg"
 OPERATION_NAMES = {"get": "GetObject", "head": "HeadObject", "put": "PutObject",

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.adapters.fake_segmenter import FakeSegmenter
-from pipeline.adapters.memory_ledger import MemoryLedger
-from pipeline.adapters.memory_queue import MemoryQueue
-from pipeline.adapters.memory_store import MemoryStore
+from pipeline.adapters.ledger.memory import MemoryLedger
+from pipeline.adapters.queue.memory import MemoryQueue
+from pipeline.adapters.segmenters.fake import FakeSegmenter
+from pipeline.adapters.storage.memory import MemoryStore
 from pipeline.clock import ManualClock
 from pipeline.errors import BrokerUnavailable, InferenceUnavailable, OperationTimeout
 from pipeline.jobs import Dispatch, JobSpec, JobStatus

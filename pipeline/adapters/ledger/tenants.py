@@ -1,0 +1,88 @@
+"""Tenants and their API keys in the ledger's database."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from pipeline.adapters.ledger.database import translated
+from pipeline.adapters.ledger.schema import api_keys, tenants
+from pipeline.clock import SystemClock
+from pipeline.jobs import new_id
+from pipeline.ports import Clock
+from pipeline.tenants import Tenant, hash_key, new_api_key, normalise_rule, valid_tenant_id
+
+
+class TenantStore:
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
+        self.engine = engine
+        self.clock = clock or SystemClock()
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    def save(self, tenant_id: str, name: str | None = None,
+             allowed_sources: Sequence[str] | None = None) -> Tenant:
+        """Create the tenant, or update its name and allowlist."""
+        if not valid_tenant_id(tenant_id):
+            raise ValueError(f"tenant ids are 1-64 of a-z 0-9 _ - (got {tenant_id!r})")
+        rules = None if allowed_sources is None else [normalise_rule(r) for r in allowed_sources]
+        label = name or tenant_id
+        stmt = self._insert(tenants).values(id=tenant_id, name=label, allowed_sources=rules,
+                                            callback_secret=secrets.token_hex(32))
+        # An existing tenant keeps its callback secret: receivers already verify with it.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"], set_={"name": label, "allowed_sources": rules})
+        with translated(), self.engine.begin() as conn:
+            conn.execute(stmt)
+        return Tenant(tenant_id, label, None if rules is None else tuple(rules))
+
+    def get(self, tenant_id: str) -> Tenant | None:
+        with translated(), self.engine.connect() as conn:
+            row = conn.execute(select(tenants).where(tenants.c.id == tenant_id)).first()
+        return _tenant(row) if row else None
+
+    def callback_secret(self, tenant_id: str) -> str | None:
+        """The key that signs the tenant's completion callbacks."""
+        query = select(tenants.c.callback_secret).where(tenants.c.id == tenant_id)
+        with translated(), self.engine.connect() as conn:
+            secret: str | None = conn.execute(query).scalar()
+        return secret
+
+    def create_key(self, tenant_id: str, label: str | None = None) -> tuple[uuid.UUID, str]:
+        """A new key for the tenant: (its id, the key). The key is not stored, only its hash."""
+        key, key_id = new_api_key(), new_id()
+        with translated(), self.engine.begin() as conn:
+            conn.execute(insert(api_keys).values(
+                id=key_id, tenant_id=tenant_id, key_hash=hash_key(key), label=label,
+                created_at=self.clock.now()))
+        return key_id, key
+
+    def revoke_key(self, key_id: uuid.UUID) -> bool:
+        with translated(), self.engine.begin() as conn:
+            done = conn.execute(update(api_keys)
+                                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                                .values(revoked_at=self.clock.now()))
+        return bool(done.rowcount)
+
+    def tenant_for_key(self, key: str) -> Tenant | None:
+        """The tenant a live key belongs to; None for an unknown or revoked key."""
+        query = (select(tenants).join(api_keys, api_keys.c.tenant_id == tenants.c.id)
+                 .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None)))
+        with translated(), self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _tenant(row) if row else None
+
+    def keys(self, tenant_id: str) -> list[dict[str, Any]]:
+        query = select(api_keys.c.id, api_keys.c.label, api_keys.c.created_at,
+                       api_keys.c.revoked_at).where(api_keys.c.tenant_id == tenant_id)
+        with translated(), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query.order_by(api_keys.c.id))]
+
+
+def _tenant(row: Any) -> Tenant:
+    rules = row.allowed_sources
+    return Tenant(row.id, row.name, None if rules is None else tuple(rules))

@@ -1,1 +1,0 @@
-"""Segmentation models behind the Segmenter port (see pipeline.ports)."""
