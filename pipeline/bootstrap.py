@@ -94,6 +94,12 @@ def job_runner(
         limits=settings.decode_limits,
         heartbeat_seconds=settings.heartbeat_seconds,
         max_countdown_seconds=settings.max_countdown_seconds,
+        breaker_threshold=settings.breaker_threshold,
+        breaker_probe_seconds=settings.breaker_probe_seconds,
+        # A message is held at most half the soft limit before it goes back unclaimed, and a
+        # finished job's ledger write is retried no longer than its lease would hold it.
+        breaker_wait_seconds=settings.task_soft_time_limit_seconds / 2,
+        ledger_retry_seconds=settings.lease_seconds,
     )
     ledger = SqlLedger.from_settings(settings)
     model = LazySegmenter(

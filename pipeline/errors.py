@@ -4,6 +4,7 @@ Every failure that reaches the ledger is one of two kinds, and nothing else deci
 
     ClipError                      reason code + human message
     ├── TransientError             retry with backoff (until max_attempts is spent)
+    │   │                          the first five are outages (``outage``): see below
     │   ├── StorageUnavailable     storage_unavailable   S3 5xx, throttling, connection reset
     │   ├── InferenceUnavailable   inference_unavailable Triton down, model not ready
     │   ├── LedgerUnavailable      ledger_unavailable    database connection lost
@@ -31,6 +32,11 @@ Every failure that reaches the ledger is one of two kinds, and nothing else deci
         ├── OutputNameTooLong      output_name_too_long  the file system refuses the output's name
         └── ModelError             model_error           missing file, wrong checksum, bad graph
 
+An *outage* is a transient failure that says a shared dependency is down rather than that the
+job is at fault. It does not spend the job's attempts: the job waits out the outage, up to the
+outage budget (``pipeline.retry``). A timeout raised for a job's own time limit is not one
+(``OperationTimeout(..., outage=False)``).
+
 Vendor exceptions (botocore, tritonclient, sqlalchemy, PIL) are translated into these once, at the
 adapter that called the vendor, with ``raise ... from exc``.
 
@@ -51,9 +57,12 @@ class ClipError(Exception):
     reason: ClassVar[str] = "internal_error"
     default_message: ClassVar[str] = "internal error"
     transient: ClassVar[bool] = False
+    outage_default: ClassVar[bool] = False
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, outage: bool | None = None) -> None:
         self.message = message or self.default_message
+        # A shared dependency is down (not the job's fault): see the module docstring.
+        self.outage = self.outage_default if outage is None else outage
         super().__init__(self.message)
 
     def __repr__(self) -> str:
@@ -81,21 +90,25 @@ class PermanentError(ClipError):
 
 class StorageUnavailable(TransientError):
     reason = "storage_unavailable"
+    outage_default = True
     default_message = "object storage did not answer or answered with a server error"
 
 
 class InferenceUnavailable(TransientError):
     reason = "inference_unavailable"
+    outage_default = True
     default_message = "the inference server or its model is not available"
 
 
 class LedgerUnavailable(TransientError):
     reason = "ledger_unavailable"
+    outage_default = True
     default_message = "the job ledger's database is not reachable"
 
 
 class BrokerUnavailable(TransientError):
     reason = "broker_unavailable"
+    outage_default = True
     default_message = "the message broker is not reachable"
 
 
@@ -106,6 +119,7 @@ class EventSourceUnavailable(TransientError):
 
 class OperationTimeout(TransientError):
     reason = "timeout"
+    outage_default = True
     default_message = "an operation ran past its deadline"
 
 

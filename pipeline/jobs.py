@@ -198,6 +198,7 @@ class Job:
     callback_state: str | None = None  # pending, delivered, failed; None: no callback
     callback_attempts: int = 0
     callback_next_at: datetime | None = None
+    outage_since: datetime | None = None  # a shared dependency has failed it since (retry.py)
     request: Mapping[str, Any] | None = None  # JobSpec.request(), for an explicit key only
 
 

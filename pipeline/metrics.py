@@ -28,6 +28,9 @@ EVENTS = Counter("clipline_events", "S3 events and messages handled by `clipline
                  ["result"])
 RECONCILER_REAPED = Counter("clipline_reconciler_reaped", "Expired leases taken back.",
                             ["result"])
+CIRCUIT_OPEN = Gauge("clipline_circuit_open", "1 while a worker process's circuit breaker for a "
+                     "dependency is open (it takes no jobs); see pipeline/breaker.py.",
+                     ["dependency"], multiprocess_mode="livemax")
 
 
 def job_finished(outcome: str, reason: str | None, timings_ms: Mapping[str, float]) -> None:

@@ -81,3 +81,8 @@ class Queue(Protocol):
     def depth(self) -> int:
         """Messages waiting in the broker, all queues together."""
         ...
+
+    def forgot(self) -> bool:
+        """True once after the broker lost what it held (restarted empty, flushed), and on the
+        first call against a new broker; the reconciler then re-sends every queued job."""
+        ...

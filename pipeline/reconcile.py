@@ -6,10 +6,16 @@ Each pass, in bounded batches:
    or to ``dead`` with ``lease_expired`` once its attempts are spent;
 2. publish a message for every queued, due job that has none on the way (a retry whose backoff
    was too long for a countdown, a reaped lease, a redrive);
-3. when the broker has drained below one batch, also re-publish jobs whose message went out more
-   than ``lost_after_seconds`` ago and was never acted on (Redis restarted empty, a FLUSHALL, a
-   worker killed between pop and ack). While a backlog is queued, its old messages are not lost,
-   only waiting: re-publishing them would double the queue, so step 3 waits for it to drain.
+3. re-publish messages the broker lost, judged by what the broker says, not by age while
+   messages wait:
+   - when the broker forgot everything (Redis restarted empty, a FLUSHALL: its marker key is
+     gone, ``Queue.forgot``), every queued, due job gets a message again;
+   - when nothing at all waits in the broker, jobs whose message went out more than
+     ``lost_after_seconds`` ago and was never acted on get one (a send that failed after the
+     job was stamped, say). While anything waits, old messages are only waiting: re-sending
+     them would double the queue, which is what autoscaling reads.
+   Invariant (tested): the broker never holds more messages than there are queued jobs, but
+   for the messages of jobs that were claimed meanwhile (skipped by the worker).
 
 Two reconcilers may run at once (a beat and a manual ``clipline reconcile``): the ledger hands
 out disjoint rows (``SKIP LOCKED``), and a duplicate message is harmless anyway, because a worker
@@ -60,8 +66,11 @@ def reconcile_once(
 ) -> ReconcileReport:
     """One pass: reap, then publish what is missing; returns what it did."""
     reaped = ledger.reap(limit=config.batch_size)
+    forgot = queue.forgot()
     backlog = queue.depth()
-    lost_after = config.lost_after_seconds if backlog < config.batch_size else None
+    lost_after = 0.0 if forgot else config.lost_after_seconds if backlog == 0 else None
+    if forgot:
+        log.warning("broker_forgot_messages", action="re-sending every queued job")
     published = 0
     for _ in range(config.max_batches):
         batch = ledger.take_unpublished(config.batch_size, lost_after=lost_after)

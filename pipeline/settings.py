@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.imaging.decode import DEFAULT_FORMATS, DecodeLimits
@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         default=5, description="Jobs of this priority or more go to the `interactive` queue, "
         "the rest to `bulk`; workers take interactive first.",
     )
+    breaker_threshold: PositiveInt = Field(
+        default=3, description="Outage failures in a row (Triton, S3, the database) after which "
+        "a worker process stops taking jobs and probes the dependency instead.")
+    breaker_probe_seconds: PositiveFloat = Field(
+        default=5.0, description="How often a stopped worker process lets one job through to "
+        "see whether the dependency is back.")
     heartbeat_seconds: PositiveFloat = Field(
         default=30.0, description="How often a worker extends a job's lease while it works."
     )
@@ -199,6 +205,15 @@ class Settings(BaseSettings):
         default=2.0, description="First retry delay; doubles each attempt, with jitter."
     )
     backoff_max_seconds: PositiveFloat = Field(default=600.0, description="Retry delay cap.")
+    outage_budget_seconds: NonNegativeFloat = Field(
+        default=21600.0,
+        description="How long a job waits out a dependency that is down (Triton, S3, the "
+        "database) before it is dead with that reason; such failures spend no attempts. "
+        "0: they spend attempts like any other.",
+    )
+    outage_retry_max_seconds: PositiveFloat = Field(
+        default=60.0, description="Longest delay between a job's tries during an outage."
+    )
     db_pool_size: PositiveInt = Field(default=5, description="Connections kept per process.")
     db_pool_timeout_seconds: PositiveFloat = Field(
         default=10.0, description="Wait for a pooled connection before giving up."

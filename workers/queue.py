@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -13,6 +14,8 @@ from pipeline.errors import BrokerUnavailable
 from pipeline.jobs import Dispatch
 from workers.app import PROCESS, QUEUES
 
+# Lives as long as the broker's messages do (see CeleryQueue.forgot).
+MARKER = "clipline:broker-remembers"
 BROKER_ERRORS = (OperationalError, KombuError, RedisError, OSError)
 
 
@@ -47,6 +50,15 @@ class CeleryQueue:
         """Messages waiting in the ``interactive`` and ``bulk`` queues (not those held by
         workers)."""
         return sum(self.depths().values())
+
+    def forgot(self) -> bool:
+        """Whether the broker lost its contents since the last call: a marker key is set in
+        the broker's own database (``SET NX``); a restart without persistence or a FLUSHALL
+        removes it with the messages, and the next call sets it again and answers True."""
+        with _translated("could not read the broker's marker"), \
+                self.app.connection_for_read() as conn:
+            client = conn.default_channel.client
+            return bool(client.set(MARKER, uuid.uuid4().hex, nx=True))
 
     def depths(self) -> dict[str, int]:
         """Messages waiting, per queue."""

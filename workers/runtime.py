@@ -48,8 +48,9 @@ def _current() -> _State:
 def translate(exc: Exception) -> ClipError | None:
     """Celery's own exceptions that a job may meet, as Clipline errors."""
     if isinstance(exc, SoftTimeLimitExceeded):
-        return OperationTimeout(
-            f"the job ran past the soft time limit ({settings.task_soft_time_limit_seconds:g} s)"
+        return OperationTimeout(  # the job's own time limit: it spends an attempt
+            f"the job ran past the soft time limit ({settings.task_soft_time_limit_seconds:g} s)",
+            outage=False,
         )
     return None
 

@@ -19,13 +19,14 @@ log = logs.get(__name__)
 
 @app.task(name=PROCESS, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def process(job_id: str, priority: int = 0) -> str:
-    """Run one job to an outcome; ``priority`` only routed the message."""
+    """Run one job to an outcome; ``priority`` routed the message (and routes it again if the
+    job is deferred while a dependency is down)."""
     try:
         parsed = uuid.UUID(job_id)
     except (ValueError, TypeError):
         log.error("bad_message", job_id=repr(job_id)[:100])
         return "rejected"
-    return runtime.runner().run(parsed).value
+    return runtime.runner().run(parsed, priority).value
 
 
 @app.task(name=RECONCILE, ignore_result=True)

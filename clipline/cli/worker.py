@@ -11,8 +11,11 @@ from pathlib import Path
 import typer
 
 from clipline.cli.context import celery_queue, checked_ledger, load_settings
-from pipeline import bootstrap
+from pipeline import bootstrap, logs
+from pipeline.errors import InferenceUnavailable, InvalidSettings
 from pipeline.settings import Settings
+
+log = logs.get(__name__)
 
 
 def worker(
@@ -26,8 +29,12 @@ def worker(
     """Start a Celery worker that cuts out the jobs published on Redis.
 
     Before starting it checks what it depends on and stops with one clear line if something is
-    missing: the ledger's schema, the output bucket, the broker, and the model (a Triton server
-    with the model ready, or the ONNX file).
+    missing: the ledger's schema, the output bucket, the broker, the metrics port, and the model
+    (the ONNX file, or a Triton server with the model). A Triton that does not answer yet is
+    not fatal: the worker starts, and its processes take jobs once Triton answers.
+
+    Several workers on one host: give each its own CLIPLINE_WORKER_METRICS_PORT (or 0 for
+    none), or run one worker with a larger --concurrency.
     """
     _multiprocess_metrics()
     settings = load_settings()
@@ -37,7 +44,13 @@ def worker(
     if settings.worker_metrics_port:
         from workers.metrics import serve_pool_metrics
 
-        serve_pool_metrics(settings.worker_metrics_port)
+        try:
+            serve_pool_metrics(settings.worker_metrics_port)
+        except OSError as exc:
+            raise InvalidSettings(
+                f"CLIPLINE_WORKER_METRICS_PORT={settings.worker_metrics_port}: {exc.strerror}; "
+                "give each worker on this host its own port, or 0 to serve no metrics"
+            ) from exc
     processes = concurrency or settings.worker_concurrency or os.cpu_count() or 1
     argv = [
         "worker", f"--concurrency={processes}", f"--queues={queues}", f"--pool={pool}",
@@ -69,4 +82,8 @@ def _preflight(settings: Settings) -> None:
     checked_ledger(settings).close()
     celery_queue().depth()  # BrokerUnavailable names the broker
     # Builds the model runner once: a missing ONNX file or a Triton without the model fails here.
-    bootstrap.segmenter(settings, threads=1)
+    try:
+        bootstrap.segmenter(settings, threads=1)
+    except InferenceUnavailable as exc:  # down for now: the breakers hold work until it answers
+        log.warning("inference_unavailable_at_start", message=exc.message,
+                    action="starting anyway; jobs wait until Triton answers")

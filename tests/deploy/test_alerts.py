@@ -14,6 +14,7 @@ EXPORTED = {
     "clipline_job_stage_seconds_bucket", "clipline_jobs_total", "clipline_queue_depth",
     "clipline_reconciler_published_total", "clipline_reconciler_reaped_total",
     "clipline_api_requests_total", "clipline_api_request_seconds_bucket",
+    "clipline_circuit_open",
 }
 
 
@@ -35,9 +36,10 @@ def test_alerts_use_only_exported_metrics() -> None:
     from pipeline import metrics  # the worker and reconciler metrics are registered here
 
     registered = (metrics.STAGE_SECONDS, metrics.JOBS, metrics.QUEUE_DEPTH,
-                  metrics.RECONCILER_PUBLISHED, metrics.RECONCILER_REAPED)
+                  metrics.RECONCILER_PUBLISHED, metrics.RECONCILER_REAPED, metrics.CIRCUIT_OPEN)
     names = {m.describe()[0].name for m in registered}
-    assert {"clipline_job_stage_seconds", "clipline_jobs", "clipline_queue_depth"} <= names
+    assert {"clipline_job_stage_seconds", "clipline_jobs", "clipline_queue_depth",
+            "clipline_circuit_open"} <= names
     for rule in rules():
         used = set(re.findall(r"clipline_[a-z_]+", str(rule["expr"])))
         assert used <= EXPORTED, f"{rule['alert']} uses {used - EXPORTED}"

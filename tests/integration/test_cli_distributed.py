@@ -80,8 +80,6 @@ def test_submit_with_redis_down_records_the_jobs_and_reconcile_publishes_them(
 @pytest.mark.parametrize(("env", "message"), [
     ({"CLIPLINE_S3_OUTPUT_BUCKET": ""}, "CLIPLINE_S3_OUTPUT_BUCKET is not set"),
     ({"CLIPLINE_REDIS_URL": "redis://127.0.0.1:1/0"}, "broker_unavailable"),
-    ({"CLIPLINE_SEGMENTER": "triton", "CLIPLINE_TRITON_URL": "127.0.0.1:1"},
-     "inference_unavailable"),
     ({"CLIPLINE_TASK_TIME_LIMIT_SECONDS": "5000"},
      "broker_visibility_timeout_seconds must exceed"),
 ])
@@ -92,6 +90,26 @@ def test_the_worker_refuses_to_start_with_one_clear_line(
     assert done.returncode == 2, done.stdout + done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("clipline: ") and message in last
+
+
+def test_the_worker_starts_while_triton_is_down_and_says_so(dist: Cluster) -> None:
+    # Under a supervisor, exiting would restart-loop it for the whole outage; its processes
+    # hold work back until Triton answers (tests/integration/test_outages.py).
+    dist.values.update(SEGMENTER="triton", TRITON_URL="127.0.0.1:1")
+    dist.start_worker(concurrency=1)
+    assert "inference_unavailable_at_start" in dist.log_text()
+
+
+def test_a_metrics_port_in_use_is_one_line_and_exit_2(dist: Cluster) -> None:
+    import socket
+
+    with socket.create_server(("0.0.0.0", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = clipline(dist, "worker", CLIPLINE_WORKER_METRICS_PORT=str(port))
+    assert done.returncode == 2, done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("clipline: ") and f"CLIPLINE_WORKER_METRICS_PORT={port}" in last
+    assert "Traceback" not in done.stderr
 
 
 def test_the_worker_refuses_a_ledger_that_is_not_migrated(dist: Cluster) -> None:

@@ -41,7 +41,7 @@ from pipeline.jobs import (
     new_id,
 )
 from pipeline.ports import Clock
-from pipeline.retry import Backoff
+from pipeline.retry import Backoff, due
 
 Q, R, D = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DEAD
 
@@ -185,23 +185,28 @@ class MemoryLedger:
             now = self.clock.now()
             done = replace(job, status=JobStatus.SUCCEEDED, result=dict(result), finished_at=now,
                            updated_at=now, last_error_code=None, last_error_message=None,
-                           lease_token=None, lease_expires_at=None)
+                           lease_token=None, lease_expires_at=None, outage_since=None)
             return self._put(done, "completed", R)
 
-    def _failed(self, job: Job, retry: bool, code: str, message: str) -> Job:
+    def _failed(self, job: Job, transient: bool, outage: bool, code: str, message: str) -> Job:
         now = self.clock.now()
-        common: dict[str, Any] = {"last_error_code": code, "last_error_message": message,
-                                  "updated_at": now, "lease_token": None, "lease_expires_at": None}
-        if retry:
-            delay = timedelta(seconds=self.backoff.delay(job.attempts, self._rng))
-            return replace(job, status=Q, not_before=now + delay, **common)
+        verdict = self.backoff.after_failure(
+            transient=transient, outage=outage, attempts=job.attempts,
+            max_attempts=job.max_attempts, outage_since=job.outage_since, now=now, rng=self._rng)
+        common: dict[str, Any] = {"last_error_code": code,
+                                  "last_error_message": verdict.explained(message),
+                                  "updated_at": now, "lease_token": None, "lease_expires_at": None,
+                                  "attempts": verdict.attempts,
+                                  "outage_since": verdict.outage_since}
+        if verdict.retry:
+            return replace(job, status=Q, not_before=due(now, verdict), **common)
         return replace(job, status=D, finished_at=now, **common)
 
     def fail(self, job_id: uuid.UUID, token: uuid.UUID, error: ClipError) -> Job:
         with self._lock:
             job = self._held(job_id, token, "failure reported")
-            retry = error.transient and job.attempts < job.max_attempts
-            return self._put(self._failed(job, retry, error.reason, error.message), "failed", R)
+            failed = self._failed(job, error.transient, error.outage, error.reason, error.message)
+            return self._put(failed, "failed", R, attempt=job.attempts)
 
     def reap(self, limit: int = 1000, *, every_lease: bool = False) -> ReapResult:
         now = self.clock.now()
@@ -211,8 +216,7 @@ class MemoryLedger:
                        if j.status is R and j.lease_expires_at
                        and (every_lease or j.lease_expires_at < now)]
             for job in expired[:limit]:
-                out = self._failed(job, job.attempts < job.max_attempts, LEASE_EXPIRED,
-                                   LEASE_EXPIRED_MESSAGE)
+                out = self._failed(job, True, False, LEASE_EXPIRED, LEASE_EXPIRED_MESSAGE)
                 self._put(out, "reaped", R)
                 dead += out.status is D
                 requeued += out.status is Q
@@ -282,7 +286,8 @@ class MemoryLedger:
                         or (batch_id is not None and job.batch_id != batch_id)):
                     continue
                 back = replace(job, status=Q, attempts=0, not_before=now, updated_at=now,
-                               finished_at=None, last_error_code=None, last_error_message=None)
+                               finished_at=None, last_error_code=None, last_error_message=None,
+                               outage_since=None)
                 self._put(back, "redriven", D)
                 moved += 1
         return moved
@@ -360,13 +365,14 @@ class MemoryLedger:
         reasons = Counter(j.last_error_code or "unknown" for j in members if j.status is D)
         return BatchCounts(Counter(j.status for j in members), dict(reasons))
 
-    def _put(self, job: Job, action: str, before: JobStatus) -> Job:
+    def _put(self, job: Job, action: str, before: JobStatus, *, attempt: int | None = None) -> Job:
         self._jobs[job.id] = job
         worker = None if action in ("reaped", "redriven") else job.leased_by
         failed = action in ("failed", "reaped")
         self._events[job.id].append(JobEvent(
             at=self.clock.now(), action=action, from_status=before.value,
-            to_status=job.status.value, attempt=job.attempts, worker=worker,
+            to_status=job.status.value, attempt=job.attempts if attempt is None else attempt,
+            worker=worker,
             error_code=job.last_error_code if failed else None,
             error_message=job.last_error_message if failed else None,
         ))

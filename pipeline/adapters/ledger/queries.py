@@ -71,7 +71,7 @@ class LedgerQueries:
             update(jobs)
             .where(and_(*conds))
             .values(status=Q, attempts=0, not_before=now, updated_at=now, finished_at=None,
-                    last_error_code=None, last_error_message=None)
+                    last_error_code=None, last_error_message=None, outage_since=None)
             .returning(jobs.c.id)
         )
         with translated(), self.engine.begin() as conn:

@@ -58,6 +58,7 @@ def to_job(row: Any) -> Job:
         callback_state=m["callback_state"],
         callback_attempts=m["callback_attempts"],
         callback_next_at=m["callback_next_at"],
+        outage_since=m["outage_since"],
         request=m["request"],
     )
 

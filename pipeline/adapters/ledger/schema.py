@@ -144,6 +144,9 @@ jobs = Table(
     Column("callback_attempts", Integer, nullable=False, server_default="0"),
     Column("callback_next_at", UTCDateTime, nullable=True),
     Column("callback_error", Text, nullable=True),
+    # When a shared dependency (Triton, S3, the database) began failing the job, for the
+    # outage budget; NULL unless its latest failures were all outages. See pipeline/retry.py.
+    Column("outage_since", UTCDateTime, nullable=True),
     # The number of the transaction that inserted the row: listings go in (txid, id) order,
     # which a transaction that commits late cannot slip behind (see pipeline/paging.py).
     # PostgreSQL fills it in; on SQLite the ledger takes the next number inside its write

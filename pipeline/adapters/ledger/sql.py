@@ -62,7 +62,7 @@ from pipeline.jobs import (
     new_id,
 )
 from pipeline.ports import Clock
-from pipeline.retry import Backoff
+from pipeline.retry import Backoff, due
 from pipeline.settings import Settings
 
 Q, R = JobStatus.QUEUED.value, JobStatus.RUNNING.value
@@ -106,7 +106,9 @@ class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks, LedgerBatches)
             clock=clock,
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_attempts,
-            backoff=Backoff(settings.backoff_base_seconds, settings.backoff_max_seconds),
+            backoff=Backoff(settings.backoff_base_seconds, settings.backoff_max_seconds,
+                            outage_budget=settings.outage_budget_seconds,
+                            outage_cap=settings.outage_retry_max_seconds),
         )
 
     def close(self) -> None:
@@ -295,19 +297,19 @@ class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks, LedgerBatches)
         return rows
 
     def fail(self, job_id: uuid.UUID, token: uuid.UUID, error: ClipError) -> Job:
-        """Record a failed attempt: transient with attempts left → queued after a backoff;
-        permanent, or attempts spent → dead, with the error's reason code."""
+        """Record a failed attempt, as ``Backoff.after_failure`` decides: queued after a delay,
+        or dead with the error's reason code (an outage gives its attempt back)."""
         now = self.clock.now()
         with translated(), self.engine.begin() as conn:
             held = conn.execute(
-                select(jobs.c.attempts, jobs.c.max_attempts)
+                select(jobs.c.attempts, jobs.c.max_attempts, jobs.c.outage_since)
                 .where(jobs.c.id == job_id, jobs.c.lease_token == token, jobs.c.status == R)
                 .with_for_update()
             ).first()
             if held is None:
                 self._refuse(conn, job_id, "failure reported with a stale lease token")
-            retry = error.transient and held.attempts < held.max_attempts
-            values = self._failure_values(retry, held.attempts, error.reason, error.message, now)
+            values = self._failure_values(held, error.transient, error.outage, error.reason,
+                                          error.message, now)
             row = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.lease_token == token)
@@ -315,20 +317,26 @@ class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks, LedgerBatches)
                 .returning(*jobs.c)
             ).one()
             job = to_job(row)
-            record(conn, [event(job, "failed", R, now)])
+            # The event names the attempt that failed, even when an outage gave it back.
+            record(conn, [{**event(job, "failed", R, now), "attempt": held.attempts}])
         _log_failure(job)
         return job
 
-    def _failure_values(
-        self, retry: bool, attempts: int, code: str, message: str, now: datetime
-    ) -> dict[str, Any]:
+    def _failure_values(self, held: Any, transient: bool, outage: bool, code: str,
+                        message: str, now: datetime) -> dict[str, Any]:
+        """The columns of a failed attempt; ``held``: the row's attempts, max_attempts and
+        outage_since."""
+        verdict = self.backoff.after_failure(
+            transient=transient, outage=outage, attempts=held.attempts,
+            max_attempts=held.max_attempts, outage_since=held.outage_since, now=now,
+            rng=self._rng)
         common = {
-            "last_error_code": code, "last_error_message": message[:2000], "updated_at": now,
-            **LEASE_CLEARED,
+            "last_error_code": code, "last_error_message": verdict.explained(message)[:2000],
+            "updated_at": now, "attempts": verdict.attempts,
+            "outage_since": verdict.outage_since, **LEASE_CLEARED,
         }
-        if retry:
-            delay = self.backoff.delay(attempts, self._rng)
-            return {"status": Q, "not_before": now + timedelta(seconds=delay), **common}
+        if verdict.retry:
+            return {"status": Q, "not_before": due(now, verdict), **common}
         return {"status": JobStatus.DEAD.value, "finished_at": now, **common}
 
     def reap(self, limit: int = 1000, *, every_lease: bool = False) -> ReapResult:
@@ -343,7 +351,8 @@ class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks, LedgerBatches)
         running = status_is(JobStatus.RUNNING)
         expired_rule = running if every_lease else and_(running, jobs.c.lease_expires_at < now)
         expired = (
-            select(jobs.c.id, jobs.c.lease_token, jobs.c.attempts, jobs.c.max_attempts)
+            select(jobs.c.id, jobs.c.lease_token, jobs.c.attempts, jobs.c.max_attempts,
+                   jobs.c.outage_since)
             .where(expired_rule)
             .order_by(jobs.c.lease_expires_at)
             .limit(limit)
@@ -353,8 +362,8 @@ class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks, LedgerBatches)
             rows = conn.execute(expired).all()
             updates = [
                 {"b_id": r.id, "b_token": r.lease_token,
-                 **self._failure_values(r.attempts < r.max_attempts, r.attempts,
-                                        LEASE_EXPIRED, LEASE_EXPIRED_MESSAGE, now)}
+                 **self._failure_values(r, True, False, LEASE_EXPIRED, LEASE_EXPIRED_MESSAGE,
+                                        now)}
                 for r in rows
             ]
             for group in by_keys(updates):

@@ -88,7 +88,8 @@ class Statements:
             .where(jobs.c.id == JOB_ID, jobs.c.lease_token == TOKEN, jobs.c.status == R)
             .values(
                 status=JobStatus.SUCCEEDED.value, result=RESULT, finished_at=NOW, updated_at=NOW,
-                last_error_code=None, last_error_message=None, **LEASE_CLEARED,
+                last_error_code=None, last_error_message=None, outage_since=None,
+                **LEASE_CLEARED,
             )
             .returning(*jobs.c),
             "completed", R, pg=pg,
