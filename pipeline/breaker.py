@@ -106,11 +106,12 @@ class Breakers:
             self._lock.notify_all()
 
     def failed(self, error: ClipError) -> None:
-        """A job failed: an outage counts against its dependency; any other failure means the
-        dependencies answered, and ends the probes as a success would."""
+        """A job failed: an outage counts against its dependency. Any other failure (a corrupt
+        image, say) may have stopped before the dependency was reached, so it proves nothing:
+        the breakers stay as they are and the next job may probe."""
         name = dependency_of(error)
         if name is None:
-            self.succeeded()
+            self.release_probe()
             return
         with self._lock:
             b = self._all.setdefault(name, Breaker(name, self.threshold, self.probe_after))

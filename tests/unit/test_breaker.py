@@ -71,15 +71,16 @@ def test_a_failed_probe_opens_it_again_for_another_wait() -> None:
     assert b.acquire(0)
 
 
-def test_a_failure_of_the_job_itself_proves_the_dependencies_answer() -> None:
+def test_a_failure_of_the_job_itself_proves_nothing_and_lets_the_next_probe_through() -> None:
     clock = Clock()
     b = breakers(clock)
     for _ in range(3):
         b.failed(InferenceUnavailable())
     clock.now = 5.0
     assert b.acquire(0)
-    b.failed(CorruptImage())  # the image was fetched and decoded: storage answered, and more
-    assert b.open_ones() == []
+    b.failed(CorruptImage())  # refused at decode: Triton was never asked
+    assert b.open_ones() == ["inference"]
+    assert b.acquire(0)  # another job probes at once
 
 
 def test_a_probe_that_found_nothing_to_do_lets_the_next_one_try() -> None:
