@@ -47,7 +47,7 @@ def main() -> None:
                 serve(api_app(c.settings)) as url:
             c.s3.put("photos", "manifests/tonight.txt", manifest, content_type="text/plain")
             tenants = TenantStore(c.ledger.engine)
-            tenants.save("acme")
+            tenants.save("acme", allowed_sources=["photos/"])
             _, key = tenants.create_key("acme")
             with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as api:
                 start = time.perf_counter()

@@ -6,7 +6,9 @@ callback secret, of ``<t>.<body>``: a receiver recomputes it (``verify``) and re
 timestamps, so a captured call cannot be replayed later. Delivery is at least once: a receiver
 should treat the job id as the idempotency key. A non-2xx answer or a network error is retried
 with backoff up to ``max_attempts``; the state (pending, delivered, failed), the attempts and
-the last error are recorded on the job.
+the last error are recorded on the job. A URL whose address is inside the network
+(``pipeline.callback_address``: the sender raises ``CallbackRefused``) is failed at once, the
+refusal as its error, and never called.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from pipeline import logs
+from pipeline.errors import CallbackRefused
 from pipeline.jobs import Job
 from pipeline.ports import Clock
 from pipeline.retry import Backoff
@@ -41,7 +44,8 @@ class CallbackLedger(Protocol):
 
 class Sender(Protocol):
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> str | None:
-        """POST; None when the receiver answered 2xx, else what went wrong."""
+        """POST; None when the receiver answered 2xx, else what went wrong. Raises
+        ``CallbackRefused`` for an address it will not call."""
         ...
 
 
@@ -94,13 +98,19 @@ def deliver_due(
         secret = secret_of(job.tenant_id)
         body = json.dumps(payload(job), separators=(",", ":")).encode()
         error: str | None = "the tenant has no callback secret"
+        final = secret is None
         if secret is not None and job.callback_url:
             headers = {"Content-Type": "application/json",
                        HEADER: sign(secret, int(time.time()), body)}
-            error = sender.post(job.callback_url, body, headers)
+            try:
+                error = sender.post(job.callback_url, body, headers)
+            except CallbackRefused as exc:
+                error, final = f"{exc.reason} ({exc.why}): {exc}", True
+                log.warning("callback_refused", job_id=str(job.id), why=exc.why,
+                            tenant=job.tenant_id)
         attempt = job.callback_attempts + 1
         retry_at = None
-        if error is not None and attempt < max_attempts and secret is not None:
+        if error is not None and attempt < max_attempts and not final:
             retry_at = ledger.clock.now() + timedelta(seconds=backoff.delay(attempt, rng))
         ledger.callback_result(job.id, error=error, retry_at=retry_at)
         if error is None:

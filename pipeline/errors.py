@@ -43,6 +43,11 @@ adapter that called the vendor, with ``raise ... from exc``.
 Ledger refusals are not job failures: they tell a caller that the state it assumed is gone.
 ``LeaseLost`` (a stale or foreign lease token), ``JobNotFound`` and ``TransitionRefused``
 derive from ``LedgerRefusal``.
+
+Requests refused before any job exists derive from ``UsageError`` (nothing recorded, nothing
+to retry): bad settings, fields, manifests, cursors and events; ``OpenTenantsUndecided`` (an
+upgrade that must be told what open tenants become) and ``CallbackRefused`` (a callback
+address inside the network, ``pipeline.callback_address``).
 """
 
 from __future__ import annotations
@@ -347,3 +352,22 @@ class InvalidEvent(UsageError):
     """A storage event notification that is not one Clipline understands (nothing submitted)."""
 
     reason = "invalid_event"
+
+
+class OpenTenantsUndecided(UsageError):
+    """Migration 0007 found tenants that may read every source today (no allowlist) and was not
+    told whether they keep it (``--open-tenants allow-any``) or lose it (``deny``)."""
+
+    reason = "open_tenants_undecided"
+
+
+class CallbackRefused(UsageError):
+    """A callback URL whose address Clipline will not call (``pipeline.callback_address``): a
+    loopback, private, link-local, unique-local, multicast, unspecified or reserved address,
+    given literally or resolved from the name. ``why`` is that kind (``private``, ...)."""
+
+    reason = "callback_address_refused"
+
+    def __init__(self, message: str, why: str) -> None:
+        self.why = why
+        super().__init__(message)

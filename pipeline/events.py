@@ -48,7 +48,7 @@ from pipeline.event_rules import EventRules, Rule
 from pipeline.intake import is_image_key
 from pipeline.jobs import Dispatch, Job, JobSpec, SubmitResult, dedupe_key_of
 from pipeline.ports import Queue
-from pipeline.tenants import Tenant, source_allowed
+from pipeline.tenants import Tenant, note_allow_any, source_allowed
 
 log = logs.get(__name__)
 
@@ -290,10 +290,11 @@ def record_events(records: Iterable[ObjectCreated], rules: EventRules, ledger: S
         if tenant_id not in known:
             known[tenant_id] = tenants(tenant_id)
         tenant = known[tenant_id]
-        if tenant is None or not source_allowed(tenant.allowed_sources, spec.bucket, spec.key):
+        if tenant is None or not source_allowed(tenant, spec.bucket, spec.key):
             reason = UNKNOWN_TENANT if tenant is None else SOURCE_NOT_ALLOWED
             skipped.append(Skipped(spec.bucket, spec.key, reason, tenant_id))
             continue
+        note_allow_any(tenant, "events", f"s3://{spec.bucket}/{spec.key}")
         result = ledger.submit(spec, tenant=tenant_id)
         (created if result.created else existing).append(result.job)
     for skip in skipped:

@@ -11,9 +11,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, SecretStr, model_validator
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.callback_address import CallbackPolicy, parse_networks
 from pipeline.imaging.decode import DEFAULT_FORMATS, DecodeLimits
 
 
@@ -180,6 +189,10 @@ class Settings(BaseSettings):
 
     callbacks_allow_http: bool = Field(
         default=False, description="Accept plain-http callback URLs (local development only).")
+    callbacks_allow_networks: str = Field(
+        default="", description="Comma-separated IP networks callbacks may reach although "
+        "they are loopback, private or link-local, e.g. 127.0.0.1/32 (local development "
+        "only; empty: public addresses only).")
     callback_max_attempts: PositiveInt = Field(
         default=8, description="Deliveries of a completion callback before it is marked failed.")
 
@@ -245,6 +258,17 @@ class Settings(BaseSettings):
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError("heartbeat_seconds must be below lease_seconds")
         return self
+
+    @field_validator("callbacks_allow_networks")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        parse_networks(value)  # a bad entry fails at start, naming the variable
+        return value
+
+    @cached_property
+    def callback_policy(self) -> CallbackPolicy:
+        return CallbackPolicy(allow_http=self.callbacks_allow_http,
+                              allow_networks=parse_networks(self.callbacks_allow_networks))
 
     @cached_property
     def decode_limits(self) -> DecodeLimits:

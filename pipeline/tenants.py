@@ -2,28 +2,45 @@
 
 An API key is ``clp_`` followed by 32 random URL-safe characters. Only its SHA-256 is stored,
 so a leaked database does not leak working keys; the key is shown once, when it is created.
-A tenant's allowlist is a list of ``bucket/prefix`` entries; a source is allowed when its
-``bucket/key`` starts with one of them (``photos/`` allows the whole bucket). No allowlist at
-all (None) allows every source: the default tenant of a single-team install.
+
+Sources are denied by default. A tenant's allowlist is a list of ``bucket/prefix`` entries; a
+source is allowed when its ``bucket/key`` starts with one of them (``photos/`` allows the whole
+bucket). No entries means no source at all. Every source is allowed only when the operator
+said so for that tenant (``allow_any``, ``clipline tenants create ID --allow-any``): a stored,
+visible choice, logged (``allow_any_used``) each time a door relies on it. Without it, a
+tenant's key would lend the service's own storage credentials to whoever holds it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pipeline import logs
 from pipeline.fields import BUCKET, SOURCE_RULE, TENANT, text_problem
 
 KEY_PREFIX = "clp_"
+log = logs.get(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
+    """A tenant as the doors see it. ``allowed_sources`` are normalised rules; ``allow_any``
+    (a deliberate choice) allows every source whatever the rules say."""
+
     id: str
     name: str
-    allowed_sources: tuple[str, ...] | None
+    allowed_sources: tuple[str, ...] = ()
+    allow_any: bool = False
+
+    def describe_sources(self) -> str:
+        """One line for people: what this tenant may read."""
+        if self.allow_any:
+            return "every source (--allow-any)"
+        if not self.allowed_sources:
+            return "no source (add one with --allow bucket/prefix)"
+        return ", ".join(self.allowed_sources)
 
 
 def new_api_key() -> str:
@@ -41,7 +58,9 @@ def valid_tenant_id(tenant_id: str) -> bool:
 
 def normalise_rule(rule: str) -> str:
     """``s3://photos/shoes`` or ``photos/shoes/`` → ``photos/shoes/``; a bare bucket gets its
-    slash, so ``photos`` never matches ``photos-private``."""
+    slash, so ``photos`` never matches ``photos-private``.
+
+    Raises ``InvalidField`` (a ``ValueError``) for a rule that is not ``bucket/prefix``."""
     rule = SOURCE_RULE.check(rule).strip().removeprefix("s3://")
     bucket, _, prefix = rule.partition("/")
     if not bucket:
@@ -50,8 +69,17 @@ def normalise_rule(rule: str) -> str:
     return f"{bucket}/{prefix}" if prefix else f"{bucket}/"
 
 
-def source_allowed(rules: Sequence[str] | None, bucket: str, key: str) -> bool:
-    if rules is None:
+def source_allowed(tenant: Tenant, bucket: str, key: str) -> bool:
+    """True when ``tenant`` may have Clipline read ``bucket/key`` (or list under it): an
+    allowlist entry covers it, or the tenant was deliberately given every source. No entries
+    and no ``allow_any``: nothing is allowed."""
+    if tenant.allow_any:
         return True
     path = f"{bucket}/{key}"
-    return any(path.startswith(rule) for rule in rules)
+    return any(path.startswith(rule) for rule in tenant.allowed_sources)
+
+
+def note_allow_any(tenant: Tenant, door: str, source: str) -> None:
+    """Log that ``door`` let ``tenant`` read ``source`` only because of its ``allow_any``."""
+    if tenant.allow_any:
+        log.info("allow_any_used", tenant=tenant.id, door=door, source=source)

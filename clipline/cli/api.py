@@ -12,6 +12,7 @@ from pipeline.settings import Settings
 
 def api_app(settings: Settings) -> Any:
     """The HTTP API composed with the real clients (also used by the tests)."""
+    from pipeline.adapters.callbacks.http import system_resolver
     from pipeline.adapters.ledger.tenants import TenantStore
     from pipeline.adapters.storage.s3 import S3Store, make_client
     from pipeline.api.app import create_app
@@ -23,6 +24,7 @@ def api_app(settings: Settings) -> Any:
         queue=celery_queue(settings),
         # The API reads manifests only (workers read the images): its cap is the manifest's.
         store=S3Store(make_client(settings), max_bytes=settings.api_max_manifest_bytes),
+        resolve=system_resolver,  # callback hosts are checked by what they resolve to, too
     ))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from pipeline.errors import UsageError
 from pipeline.settings import Settings
 
 app = typer.Typer(
@@ -22,13 +23,22 @@ def _url(url: str | None) -> str:
 
 
 @app.command()
-def upgrade(url: str | None = URL, revision: str = typer.Argument("head")) -> None:
+def upgrade(
+    url: str | None = URL,
+    revision: str = typer.Argument("head"),
+    open_tenants: str | None = typer.Option(
+        None, "--open-tenants", help="Migration 0007: what tenants without an allowlist (which "
+        "could read every source) become: allow-any (they keep every source, now shown as "
+        "allow_any) or deny (no source until --allow). Asked only when such a tenant exists."),
+) -> None:
     """Apply migrations up to REVISION (default: the newest). Safe to run again."""
     from pipeline.adapters.ledger.database import redact_url
     from pipeline.adapters.ledger.database import upgrade as run_upgrade
 
+    if open_tenants not in (None, "allow-any", "deny"):
+        raise UsageError(f"--open-tenants is allow-any or deny (got {open_tenants!r})")
     target = _url(url)
-    run_upgrade(target, revision)
+    run_upgrade(target, revision, open_tenants=open_tenants)
     typer.echo(f"ledger at {revision}: {redact_url(target)}")
 
 

@@ -73,7 +73,8 @@ def _callbacks(settings: Settings, ledger: Any) -> Any:
     from pipeline.callbacks import deliver_due
     from pipeline.retry import Backoff
 
-    sender, tenants = HttpSender(), TenantStore(ledger.engine, ledger.clock)
+    sender = HttpSender(policy=settings.callback_policy)
+    tenants = TenantStore(ledger.engine, ledger.clock)
     backoff = Backoff(settings.backoff_base_seconds, settings.backoff_max_seconds)
     return lambda: deliver_due(ledger, sender, tenants.callback_secret, backoff=backoff,
                                max_attempts=settings.callback_max_attempts)

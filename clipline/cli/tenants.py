@@ -1,4 +1,7 @@
-"""``clipline tenants``: create tenants, set their S3 allowlist, issue and revoke API keys."""
+"""``clipline tenants``: create tenants, set their S3 allowlist, issue and revoke API keys.
+
+Each command changes only what it names: ``create`` on an existing tenant keeps its allowlist,
+its ``allow_any``, its keys and its callback secret unless an option says otherwise."""
 
 from __future__ import annotations
 
@@ -28,22 +31,38 @@ def _store() -> TenantStore:
 @app.command("create")
 def create(
     tenant_id: str = typer.Argument(..., help="1-64 of a-z 0-9 _ -"),
-    name: str | None = typer.Option(None, help="A display name."),
-    allow: list[str] | None = typer.Option(None, "--allow", help="An S3 source the tenant may "
-                                           "submit, bucket/prefix (repeatable). None: any."),
+    name: str | None = typer.Option(None, help="A display name (default: kept, or the id)."),
+    allow: list[str] | None = typer.Option(
+        None, "--allow", help="An S3 source the tenant may submit, bucket/prefix (repeatable). "
+        "Replaces the tenant's allowlist, and ends --allow-any."),
+    clear_allow: bool = typer.Option(
+        False, "--clear-allow", help="Empty the allowlist (and end --allow-any): the tenant "
+        "may submit no source."),
+    allow_any: bool | None = typer.Option(
+        None, "--allow-any/--no-allow-any", help="Let the tenant submit every source Clipline's "
+        "own credentials can read (a deliberate choice, logged when used), or stop that."),
 ) -> None:
-    """Create a tenant, or update its name and allowlist."""
+    """Create a tenant, or change what the options name (nothing else: a rename keeps the
+    allowlist, keys and callback secret). A new tenant may submit no source until --allow."""
     fields.TENANT.check(tenant_id)
     if name is not None:
         fields.NAME.check(name)
+    if allow and clear_allow:
+        raise UsageError("give --allow or --clear-allow, not both")
+    if allow_any and (allow or clear_allow):
+        raise UsageError("--allow-any allows every source: give it without --allow or "
+                         "--clear-allow")
+    rules = [] if clear_allow else (allow or None)
     try:
-        found = _store().save(tenant_id, name, allow or None)
+        found = _store().save(tenant_id, name, rules, allow_any=allow_any)
     except InvalidField:
         raise  # already a usage error, with its field and code
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    rules = "any source" if found.allowed_sources is None else ", ".join(found.allowed_sources)
-    typer.echo(f"tenant {found.id} ({found.name}): {rules}")
+    typer.echo(f"tenant {found.id} ({found.name}): {found.describe_sources()}")
+    if found.allow_any:
+        typer.echo(f"warning: {found.id}'s keys can have Clipline read every bucket its "
+                   "credentials reach; prefer --allow bucket/prefix", err=True)
 
 
 @app.command("key")
@@ -73,14 +92,17 @@ def revoke(key_id: uuid.UUID = typer.Argument(...)) -> None:
 
 @app.command("show")
 def show(tenant_id: str = typer.Argument(...)) -> None:
-    """A tenant's allowlist and keys (ids and labels, never the keys)."""
+    """A tenant's allowlist, whether it may read every source, and its keys (ids and labels,
+    never the keys)."""
     fields.TENANT.check(tenant_id)
     store = _store()
     found = store.get(tenant_id)
     if found is None:
         raise UsageError(f"no tenant {tenant_id!r}")
     typer.echo(json.dumps({"id": found.id, "name": found.name,
-                           "allowed_sources": found.allowed_sources,
+                           "allowed_sources": list(found.allowed_sources),
+                           "allow_any": found.allow_any,
+                           "sources": found.describe_sources(),
                            "keys": store.keys(tenant_id)}, indent=2, default=str))
 
 

@@ -34,7 +34,7 @@ from pipeline.fields import escaped
 from pipeline.intake import manifest_lines, prefix_specs, queued_pages, specs_of
 from pipeline.jobs import JobSpec, JobStatus
 from pipeline.options import OutputOptions
-from pipeline.tenants import Tenant
+from pipeline.tenants import Tenant, note_allow_any
 
 router = APIRouter(prefix="/v1", tags=["batches"])
 log = logs.get(__name__)
@@ -57,7 +57,8 @@ def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = 
                          priority=body.priority if i.priority is None else i.priority,
                          model=d.settings.model) for i in body.items]
         for spec in specs:
-            check_source(who, spec.bucket, spec.key)
+            check_source(who, spec.bucket, spec.key, door=None)
+        note_allow_any(who, "api_batch", f"{len(specs)} items")
         batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": EXPANDING})
         expand(d, who, batch_id, iter(specs), hook)
     else:
@@ -66,11 +67,11 @@ def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = 
         # Where the batch reads from is a source too: a tenant never makes Clipline read (or
         # list) what its allowlist does not cover, not even to fail on it.
         if body.manifest is not None:
-            check_source(who, body.manifest.bucket, body.manifest.key)
+            check_source(who, body.manifest.bucket, body.manifest.key, door="api_manifest")
         else:
             assert body.prefix is not None
             bucket, _, prefix = body.prefix.removeprefix("s3://").partition("/")
-            check_source(who, bucket, prefix)
+            check_source(who, bucket, prefix, door="api_prefix")
         batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": EXPANDING})
         background.add_task(expand, d, who, batch_id, source_specs(d, body, defaults), hook)
     return batch_view(d, who, batch_id)
@@ -99,8 +100,8 @@ def expand(d: ApiDeps, who: Tenant, batch_id: uuid.UUID, specs: Iterator[JobSpec
            hook: str | None = None) -> None:
     """Insert the batch's jobs in one transaction, publish them, record the outcome."""
     def allowed() -> Iterator[JobSpec]:
-        for spec in specs:
-            check_source(who, spec.bucket, spec.key)
+        for spec in specs:  # every line of a manifest, every key under a prefix
+            check_source(who, spec.bucket, spec.key, door=None)
             yield spec
 
     try:

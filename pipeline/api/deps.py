@@ -13,6 +13,7 @@ from fastapi.requests import HTTPConnection
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from pipeline.api.problems import Problem
+from pipeline.callback_address import Resolver
 from pipeline.ports import Queue
 from pipeline.settings import Settings
 from pipeline.tenants import Tenant, hash_key
@@ -59,6 +60,9 @@ class ApiDeps:
     tenants: Any  # TenantStore
     queue: Queue
     store: SourceStore | None = None
+    # Resolves callback hosts at submit time (``pipeline.callback_address.Resolver``); None:
+    # literal addresses are checked here and names only at delivery.
+    resolve: Resolver | None = None
     limiter: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:

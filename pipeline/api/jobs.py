@@ -22,29 +22,44 @@ from pipeline.api.schemas import (
     RedriveResult,
     priority_for_deadline,
 )
-from pipeline.errors import ClipError
+from pipeline.callback_address import check_url
+from pipeline.errors import CallbackRefused, ClipError
 from pipeline.jobs import Dispatch, Job, JobSpec, JobStatus
 from pipeline.options import OutputOptions
-from pipeline.tenants import Tenant, source_allowed
+from pipeline.tenants import Tenant, note_allow_any, source_allowed
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 log = logs.get(__name__)
 
 
-def check_source(who: Tenant, bucket: str, key: str) -> None:
-    if not source_allowed(who.allowed_sources, bucket, key):
+def check_source(who: Tenant, bucket: str, key: str, door: str | None = "api_job") -> None:
+    """403 ``source_not_allowed`` unless the tenant may read ``bucket/key``; a source allowed
+    only by the tenant's ``allow_any`` is logged under ``door`` (None: the caller logs once)."""
+    if not source_allowed(who, bucket, key):
         raise Problem(403, "source_not_allowed", "This source is outside the tenant's allowlist",
                       f"s3://{bucket}/{key} is not under any of the tenant's allowed sources")
+    if door is not None:
+        note_allow_any(who, door, f"s3://{bucket}/{key}")
 
 
 def callback_url(d: ApiDeps, url: Any) -> str | None:
-    """The callback URL as text; plain http only where the settings allow it (development)."""
+    """The callback URL as text: https (plain http only where the settings allow it, in
+    development) to a public address (``pipeline.callback_address``), else ``422``. A name
+    that does not resolve now is accepted: delivery checks it again."""
     if url is None:
         return None
     if url.scheme != "https" and not d.settings.callbacks_allow_http:
         raise Problem(422, "callback_url_insecure", "Callback URLs must use https",
                       "set CLIPLINE_CALLBACKS_ALLOW_HTTP=true for local development")
-    return str(url)
+    text = str(url)
+    try:
+        check_url(text, d.settings.callback_policy, d.resolve)
+    except CallbackRefused as exc:
+        raise Problem(422, "callback_url_not_allowed", "Callback URLs must reach a public "
+                      "address", str(exc), why=exc.why) from exc
+    except OSError:
+        pass
+    return text
 
 
 def priority(d: ApiDeps, body: JobRequest) -> int:

@@ -28,7 +28,7 @@ HOOK = "https://example.com/hooks/clipline"
 
 class OneTenant:
     def tenant_for_key(self, key: str) -> Tenant | None:
-        return Tenant("default", "default", None) if key == "k" else None
+        return Tenant("default", "default", allow_any=True) if key == "k" else None
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ class Api:
 
     def client(self, tenant: str = "acme", allow: list[str] | None = None) -> httpx.Client:
         if self.tenants.get(tenant) is None or allow is not None:
-            self.tenants.save(tenant, allowed_sources=allow)
+            self.tenants.save(tenant, allowed_sources=allow or ["photos/"])
         _, key = self.tenants.create_key(tenant)
         return self.keep(httpx.Client(base_url=self.url,
                                       headers={"Authorization": f"Bearer {key}"}, timeout=30))

@@ -58,9 +58,9 @@ def test_each_finished_job_gets_one_accepted_signed_call(
     tmp_path: Path, s3_endpoint: str, receiver: Receiver
 ) -> None:
     with cluster(tmp_path, s3_endpoint, redis_db=7, SEGMENTER="fake",
-                 CALLBACKS_ALLOW_HTTP="true") as c, serve(api_app(c.settings)) as url:
+                 CALLBACKS_ALLOW_HTTP="true", CALLBACKS_ALLOW_NETWORKS="127.0.0.1/32") as c, serve(api_app(c.settings)) as url:
         tenants = TenantStore(c.ledger.engine)
-        tenants.save("acme")
+        tenants.save("acme", allowed_sources=["photos/"])
         _, key = tenants.create_key("acme")
         secret = tenants.callback_secret("acme")
         assert secret is not None
@@ -99,7 +99,7 @@ def test_each_finished_job_gets_one_accepted_signed_call(
 def test_plain_http_callbacks_are_refused_by_default(tmp_path: Path, s3_endpoint: str) -> None:
     with cluster(tmp_path, s3_endpoint, redis_db=7) as c, serve(api_app(c.settings)) as url:
         tenants = TenantStore(c.ledger.engine)
-        tenants.save("acme")
+        tenants.save("acme", allowed_sources=["photos/"])
         _, key = tenants.create_key("acme")
         answer = httpx.post(f"{url}/v1/jobs", headers={"X-API-Key": key}, json={
             "source": {"bucket": "photos", "key": "a.png"},

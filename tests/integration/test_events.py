@@ -158,7 +158,7 @@ def ev(tmp_path: Path, s3_endpoint: str) -> Iterator[Events]:
         rules = tmp_path / "rules.toml"
         rules.write_text(RULES.format(bucket=bucket))
         c.values["EVENTS_RULES_FILE"] = str(rules)
-        TenantStore(c.ledger.engine).save("acme", "Acme")
+        TenantStore(c.ledger.engine).save("acme", "Acme", allowed_sources=[f"{bucket}/"])
         made = Events(c, sqs_client(s3_endpoint), bucket, "", tmp_path)
         made.make_queue()
         try:

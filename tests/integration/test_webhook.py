@@ -47,7 +47,7 @@ def hooked(tmp_path: Path, s3_endpoint: str) -> Iterator[tuple[Cluster, str]]:
     rules.write_text(RULES)
     with cluster(tmp_path, s3_endpoint, redis_db=4, EVENTS_RULES_FILE=str(rules),
                  EVENTS_WEBHOOK_SECRET=SECRET) as c, serve(api_app(c.settings)) as url:
-        TenantStore(c.ledger.engine).save("acme")
+        TenantStore(c.ledger.engine).save("acme", allowed_sources=["photos/"])
         yield c, url
 
 

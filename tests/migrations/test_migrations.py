@@ -66,7 +66,7 @@ def test_upgrade_creates_the_default_tenant_and_is_repeatable(empty_url: str) ->
     upgrade(empty_url)
     upgrade(empty_url)  # a second run is a no-op
     engine = make_engine(empty_url)
-    assert current_revision(engine) == head_revision() == "0006"
+    assert current_revision(engine) == head_revision() == "0007"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id FROM tenants")).scalars().all() == ["default"]
     engine.dispose()

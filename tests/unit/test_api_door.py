@@ -43,10 +43,10 @@ class Tenants:
         self.lookups.append(key)
         if self.down:
             raise LedgerUnavailable("the tenants' database does not answer")
-        return Tenant("acme", "Acme", None) if key == KEY else None
+        return Tenant("acme", "Acme", ("photos/",)) if key == KEY else None
 
     def get(self, tenant_id: str) -> Tenant | None:
-        return Tenant("acme", "Acme", None) if tenant_id == "acme" else None
+        return Tenant("acme", "Acme", ("photos/",)) if tenant_id == "acme" else None
 
 
 @dataclass

@@ -56,7 +56,7 @@ def intake(tmp_path: Path, bodies: list[str], max_receives: int = 3) -> Intake:
     rules.write_text('[[rule]]\nbucket = "photos"\ntenant = "acme"\n')
     source = Queue([Message(str(n), body, f"r{n}", 0) for n, body in enumerate(bodies)])
     return Intake(source, EventRules.load(rules, model="u2netp"),  # type: ignore[arg-type]
-                  MemoryLedger(), MemoryQueue(), lambda t: Tenant(t, t, None),
+                  MemoryLedger(), MemoryQueue(), lambda t: Tenant(t, t, allow_any=True),
                   Settings(events_max_receives=max_receives), None)
 
 

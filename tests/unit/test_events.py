@@ -314,7 +314,7 @@ def test_a_rule_the_ledger_cannot_hold_stops_the_rules_file(text: str, message: 
 
 # -- submission -------------------------------------------------------------------------------
 
-TENANTS = {"acme": Tenant("acme", "Acme", None),
+TENANTS = {"acme": Tenant("acme", "Acme", allow_any=True),
            "vip": Tenant("vip", "VIP", ("photos/incoming/vip/only/",))}
 
 

@@ -126,7 +126,7 @@ def alembic_config(url: str) -> Any:
     return cfg
 
 
-def _migrate(url: str, action: str, revision: str) -> None:
+def _migrate(url: str, action: str, revision: str, **answers: str | None) -> None:
     from alembic import command
 
     cfg = alembic_config(url)
@@ -134,13 +134,20 @@ def _migrate(url: str, action: str, revision: str) -> None:
     try:
         with translated(), engine.begin() as conn:
             cfg.attributes["connection"] = conn
+            cfg.attributes.update(answers)
             getattr(command, action)(cfg, revision)
     finally:
         engine.dispose()
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    _migrate(url, "upgrade", revision)
+def upgrade(url: str, revision: str = "head", *, open_tenants: str | None = None) -> None:
+    """Migrate the ledger up to ``revision``, in one transaction.
+
+    ``open_tenants`` answers migration 0007 for tenants that had no allowlist (so every
+    source): ``allow-any`` keeps every source for them, as a visible choice; ``deny`` closes
+    them. Raises ``OpenTenantsUndecided`` (nothing changed) when such a tenant may be in use
+    and no answer was given, ``LedgerUnavailable`` when the database is down."""
+    _migrate(url, "upgrade", revision, open_tenants=open_tenants)
 
 
 def downgrade(url: str, revision: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    false,
     literal_column,
     text,
 )
@@ -79,8 +81,10 @@ tenants = Table(
     Column("id", String(64), primary_key=True),
     Column("name", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False, server_default=NOW),
-    # The S3 sources the tenant may submit: a list of "bucket/prefix"; NULL allows any.
+    # The S3 sources the tenant may submit: a list of "bucket/prefix"; NULL or [] allows none.
     Column("allowed_sources", JSONDoc, nullable=True),
+    # Every source: only ever set deliberately (`clipline tenants create ID --allow-any`).
+    Column("allow_any", Boolean, nullable=False, server_default=false()),
     # Signs completion callbacks (HMAC-SHA256); generated with the tenant.
     Column("callback_secret", String(64), nullable=True),
 )

@@ -25,20 +25,44 @@ class TenantStore:
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     def save(self, tenant_id: str, name: str | None = None,
-             allowed_sources: Sequence[str] | None = None) -> Tenant:
-        """Create the tenant, or update its name and allowlist."""
+             allowed_sources: Sequence[str] | None = None, *,
+             allow_any: bool | None = None) -> Tenant:
+        """Create the tenant, or change only what is named; returns the tenant as stored.
+
+        ``None`` keeps what is stored (a new tenant: its id as name, no sources, not
+        ``allow_any``). ``allowed_sources`` (``[]`` clears them) are then exactly what the
+        tenant may read, so they also turn ``allow_any`` off; ``allow_any`` alone sets or
+        clears the deliberate "every source" and keeps the rules. Keys and the callback secret
+        are never touched here.
+
+        Raises ``ValueError`` (``InvalidField`` for a bad field) for a bad id or rule, or for
+        sources together with ``allow_any=True``; ``LedgerUnavailable`` when the database is
+        down."""
         if not valid_tenant_id(tenant_id):
             raise ValueError(f"tenant ids are 1-64 of a-z 0-9 _ - (got {tenant_id!r})")
-        rules = None if allowed_sources is None else [normalise_rule(r) for r in allowed_sources]
-        label = name or tenant_id
-        stmt = self._insert(tenants).values(id=tenant_id, name=label, allowed_sources=rules,
-                                            callback_secret=secrets.token_hex(32))
-        # An existing tenant keeps its callback secret: receivers already verify with it.
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["id"], set_={"name": label, "allowed_sources": rules})
+        if allowed_sources is not None and allow_any:
+            raise ValueError("give allowed sources or allow_any, not both")
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = name
+        if allowed_sources is not None:
+            changes["allowed_sources"] = [normalise_rule(r) for r in allowed_sources]
+            changes["allow_any"] = False
+        if allow_any is not None:
+            changes["allow_any"] = allow_any
+        stmt = self._insert(tenants).values(
+            id=tenant_id, name=name or tenant_id,
+            allowed_sources=changes.get("allowed_sources", []),
+            allow_any=changes.get("allow_any", False),
+            callback_secret=secrets.token_hex(32))
+        # An existing tenant keeps whatever this call does not name: its rules, its keys and
+        # its callback secret (receivers already verify with it).
+        stmt = (stmt.on_conflict_do_update(index_elements=["id"], set_=changes) if changes
+                else stmt.on_conflict_do_nothing(index_elements=["id"]))
         with translated(), self.engine.begin() as conn:
             conn.execute(stmt)
-        return Tenant(tenant_id, label, None if rules is None else tuple(rules))
+            row = conn.execute(select(tenants).where(tenants.c.id == tenant_id)).one()
+        return _tenant(row)
 
     def get(self, tenant_id: str) -> Tenant | None:
         with translated(), self.engine.connect() as conn:
@@ -84,5 +108,5 @@ class TenantStore:
 
 
 def _tenant(row: Any) -> Tenant:
-    rules = row.allowed_sources
-    return Tenant(row.id, row.name, None if rules is None else tuple(rules))
+    # No rules stored (NULL, or JSON null from before migration 0007) is no source at all.
+    return Tenant(row.id, row.name, tuple(row.allowed_sources or ()), bool(row.allow_any))
