@@ -84,16 +84,20 @@ def literal_address(host: str) -> Address | None:
     return None
 
 
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+def _carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a packet to ``address`` really goes to (IPv4-mapped, NAT64)."""
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    if address in NAT64:
+    if address in NAT64:  # DNS64 networks give every IPv4-only receiver such an address
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
+
+
+def _tunnelled_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a tunnel (6to4, Teredo) may lead to."""
+    if address.sixtofour is not None:
+        return address.sixtofour
+    return address.teredo[1] if address.teredo is not None else None
 
 
 def kind(address: Address) -> str | None:
@@ -101,9 +105,12 @@ def kind(address: Address) -> str | None:
     if isinstance(address, ipaddress.IPv6Address):
         if address.scope_id:
             return "link_local"
-        inner = _embedded_ipv4(address)
-        if inner is not None and kind(inner) is not None:
-            return kind(inner)
+        carried = _carried_ipv4(address)
+        if carried is not None:
+            return kind(carried)
+        tunnelled = _tunnelled_ipv4(address)
+        if tunnelled is not None and kind(tunnelled) is not None:
+            return kind(tunnelled)
     for name, hit in (
         ("unspecified", address.is_unspecified or address in ipaddress.IPv4Network("0.0.0.0/8")),
         ("loopback", address.is_loopback),

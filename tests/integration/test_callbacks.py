@@ -58,7 +58,8 @@ def test_each_finished_job_gets_one_accepted_signed_call(
     tmp_path: Path, s3_endpoint: str, receiver: Receiver
 ) -> None:
     with cluster(tmp_path, s3_endpoint, redis_db=7, SEGMENTER="fake",
-                 CALLBACKS_ALLOW_HTTP="true", CALLBACKS_ALLOW_NETWORKS="127.0.0.1/32") as c, serve(api_app(c.settings)) as url:
+                 CALLBACKS_ALLOW_HTTP="true", CALLBACKS_ALLOW_NETWORKS="127.0.0.1/32") as c, \
+            serve(api_app(c.settings)) as url:
         tenants = TenantStore(c.ledger.engine)
         tenants.save("acme", allowed_sources=["photos/"])
         _, key = tenants.create_key("acme")

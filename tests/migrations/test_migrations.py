@@ -137,3 +137,71 @@ def test_jobs_from_before_0005_keep_their_order_and_come_before_new_ones(
     engine.dispose()
     assert not {"txid", "request"} & columns
     assert {"ix_jobs_batch_id_status", "ix_jobs_tenant_id_status_id"} <= indexes
+
+
+def _open_tenants_at_0006(url: str) -> None:
+    """A 0006 ledger as the old code left it: tenants without rules (SQL NULL, JSON null),
+    one with a key, one with rules."""
+    from datetime import UTC, datetime
+
+    from pipeline.adapters.ledger.schema import api_keys, tenants
+
+    upgrade(url, "0006")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(tenants.insert(), [
+            {"id": "acme", "name": "acme", "allowed_sources": None},  # JSON null, has a key
+            {"id": "events-only", "name": "e", "allowed_sources": None},
+            {"id": "shoes", "name": "s", "allowed_sources": ["photos/shoes/"]}])
+        conn.execute(api_keys.insert().values(id=uuid.uuid4(), tenant_id="acme", key_hash="h" * 64,
+                                              created_at=datetime.now(UTC)))
+    engine.dispose()
+
+
+def _sources(url: str) -> dict[str, tuple[object, object]]:
+    from pipeline.adapters.ledger.tenants import TenantStore
+
+    engine = make_engine(url)
+    store = TenantStore(engine)
+    found = {}
+    for tenant_id in ("default", "acme", "events-only", "shoes"):
+        tenant = store.get(tenant_id)
+        assert tenant is not None
+        found[tenant_id] = (list(tenant.allowed_sources), tenant.allow_any)
+    engine.dispose()
+    return found
+
+
+def test_0007_changes_no_open_tenant_without_the_operators_answer(empty_url: str) -> None:
+    from pipeline.errors import OpenTenantsUndecided
+
+    _open_tenants_at_0006(empty_url)
+    with pytest.raises(OpenTenantsUndecided, match="acme, events-only"):
+        upgrade(empty_url)
+    engine = make_engine(empty_url)
+    assert current_revision(engine) == "0006"
+    assert "allow_any" not in {c["name"] for c in inspect(engine).get_columns("tenants")}
+    engine.dispose()
+
+
+def test_0007_allow_any_keeps_open_tenants_open_visibly_and_downgrades_back(
+        empty_url: str) -> None:
+    _open_tenants_at_0006(empty_url)
+    upgrade(empty_url, open_tenants="allow-any")
+    assert _sources(empty_url) == {
+        "default": ([], False),  # no key: the operator's own tenant is closed without asking
+        "acme": ([], True), "events-only": ([], True), "shoes": (["photos/shoes/"], False)}
+    downgrade(empty_url, "0006")
+    engine = create_engine(empty_url)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT id, allowed_sources FROM tenants")).all())
+    engine.dispose()
+    assert rows["acme"] is None and rows["events-only"] is None  # "any" under 0006
+
+
+def test_0007_deny_closes_open_tenants(empty_url: str) -> None:
+    _open_tenants_at_0006(empty_url)
+    upgrade(empty_url, open_tenants="deny")
+    assert _sources(empty_url) == {
+        "default": ([], False), "acme": ([], False), "events-only": ([], False),
+        "shoes": (["photos/shoes/"], False)}
