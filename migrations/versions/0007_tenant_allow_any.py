@@ -17,7 +17,7 @@ run, which are the operator's own and read no allowlist. See docs/OPERATIONS.md 
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-12-08
+Create Date: 2026-12-01
 """
 
 from __future__ import annotations
