@@ -9,7 +9,7 @@ TRITON_STAMP := .venv-triton/.installed
 # rembg's own CLI, for the benchmarks that race it (and their smoke tests); pins of its own too.
 REMBG_STAMP := bench/.venv-rembg/.installed
 
-.PHONY: help venv services demo test lint triton triton-venv bench-ledger bench-rembg bench-fidelity bench-orchestration bench-end-to-end bench-intake fuzz-api clean
+.PHONY: help venv services demo test lint triton triton-venv bench-ledger bench-rembg bench-fidelity bench-orchestration bench-end-to-end bench-intake bench-chaos fuzz-api clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -69,6 +69,9 @@ bench-end-to-end: venv $(TRITON_STAMP) services  ## images/s: S3 + Celery + Trit
 
 bench-intake: venv services  ## a 1,000,000-line manifest through POST /v1/batches until queued
 	$(BIN)/python -m bench.intake --lines 1000000 --until queued
+
+bench-chaos: venv $(TRITON_STAMP)  ## 1,000 jobs through SIGKILLs, a Redis flush, a PostgreSQL restart, Triton down 5 min (own services)
+	$(BIN)/python -m bench.chaos --jobs 1000 --triton-outage 300
 
 bench-rembg: venv $(REMBG_STAMP)  ## clipline run vs rembg p, same model and images (builds bench/.venv-rembg once)
 	$(BIN)/python -m bench.vs_rembg
