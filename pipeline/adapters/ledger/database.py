@@ -15,9 +15,15 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+)
 
-from pipeline.errors import LedgerDamaged, LedgerUnavailable, UnstorableValue
+from pipeline.errors import InvalidSettings, LedgerDamaged, LedgerUnavailable, UnstorableValue
 
 # The Alembic scripts: the top-level migrations/ of the source tree, installed as this package
 # (pyproject.toml maps the one onto the other), in an editable install as in a wheel.
@@ -32,7 +38,11 @@ def make_engine(
     statement_timeout: float = 30.0,
     connect_timeout: float = 10.0,
 ) -> Engine:
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:  # the URL itself is never echoed: it may hold a password
+        raise InvalidSettings("the ledger URL (CLIPLINE_DATABASE_URL or --url) is not a "
+                              "database URL, e.g. postgresql+psycopg://user@host/db") from exc
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, busy_timeout=statement_timeout)
     connect_args: dict[str, Any] = {
@@ -127,7 +137,9 @@ def alembic_config(url: str) -> Any:
 
 
 def _migrate(url: str, action: str, revision: str, **answers: str | None) -> None:
+    """Run an Alembic command; an unknown revision is ``InvalidSettings`` (a caller's typo)."""
     from alembic import command
+    from alembic.util.exc import CommandError
 
     cfg = alembic_config(url)
     engine = make_engine(url)
@@ -136,6 +148,8 @@ def _migrate(url: str, action: str, revision: str, **answers: str | None) -> Non
             cfg.attributes["connection"] = conn
             cfg.attributes.update(answers)
             getattr(command, action)(cfg, revision)
+    except CommandError as exc:
+        raise InvalidSettings(f"{action} to {revision!r}: {exc}") from exc
     finally:
         engine.dispose()
 
