@@ -43,8 +43,6 @@ class Breaker:
     """One dependency's breaker. Not thread-safe by itself: ``Breakers`` locks around it."""
 
     name: str
-    threshold: int
-    probe_after: float
     failures: int = 0
     opened_at: float | None = None  # monotonic seconds; None while closed
     probing: bool = False
@@ -114,9 +112,9 @@ class Breakers:
             self.release_probe()
             return
         with self._lock:
-            b = self._all.setdefault(name, Breaker(name, self.threshold, self.probe_after))
+            b = self._all.setdefault(name, Breaker(name))
             b.failures += 1
-            if b.probing or (b.closed and b.failures >= b.threshold):
+            if b.probing or (b.closed and b.failures >= self.threshold):
                 if b.closed:
                     log.warning("circuit_opened", dependency=name, reason=error.reason,
                                 failures=b.failures)
