@@ -147,6 +147,14 @@ def _broker(samples: Sequence[Sample], t0: float) -> None:
     if ratios:
         print(f"messages per pending job, over the {len(ratios)} samples with pending jobs: "
               f"median {statistics.median(ratios):.2f}, max {max(ratios):.2f}")
+    # What a queue-length autoscaler reads is the lists alone; ``unacked`` also holds what
+    # SIGKILLed workers held, which Redis gives back only after the visibility timeout.
+    over = [s for s in seen if (s.waiting or 0) > s.pending]
+    worst = max(seen, key=lambda s: (s.waiting or 0) - (s.pending or 0))
+    print(f"waiting messages above pending jobs: in {len(over)} of {len(seen)} samples; "
+          f"largest excess {max(0, (worst.waiting or 0) - (worst.pending or 0))} "
+          f"({worst.waiting} waiting, {worst.pending} pending at {worst.at - t0:.0f} s); "
+          f"unacked at the end {seen[-1].unacked}")
 
 
 def _faults(faults: dict[str, Any], starts: dict[str, int], exits: dict[str, int]) -> None:

@@ -1,4 +1,5 @@
-"""The Celery application: configuration only. Tasks are in ``workers.tasks``.
+"""The Celery application: its configuration, and ``start_worker``, which runs it. Tasks are in
+``workers.tasks``.
 
 The broker is a wake-up channel, never the record: messages are JSON, carry only a job id, and
 the ledger decides what a delivery means. Hence:
@@ -87,6 +88,24 @@ def config(settings: Settings) -> dict[str, Any]:
             "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_interval_seconds},
         },
     }
+
+
+def start_worker(celery_app: Celery, argv: list[str]) -> int:
+    """Run ``celery worker`` with ``argv`` in this process; return its exit status.
+
+    ``Celery.worker_main`` drops the status (celery 5.x: ``Celery.start`` ignores what click's
+    non-standalone ``main`` returns), so a worker that stopped on an unrecoverable error (logged
+    at CRITICAL, e.g. ``WorkerLostError('Could not start worker processes')``) used to exit 0,
+    and a supervisor that restarts on failure only would leave it down.
+    """
+    from celery.bin.celery import celery as command
+
+    command.params[0].default = celery_app  # what Celery.start does: the app for --app
+    try:
+        status = command.main(args=argv, standalone_mode=False)
+    finally:
+        command.params[0].default = None
+    return status if isinstance(status, int) else 0
 
 
 def create_app(settings: Settings) -> Celery:

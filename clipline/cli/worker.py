@@ -34,18 +34,24 @@ def worker(
     not fatal: the worker starts, and its processes take jobs once Triton answers.
 
     Several workers on one host: give each its own CLIPLINE_WORKER_METRICS_PORT (or 0 for
-    none), or run one worker with a larger --concurrency.
+    none), or run one worker with a larger --concurrency. That port serves /metrics and
+    /readyz (503 with the reason while a dependency is down, else 200).
+
+    Exit status: 2, with one line, when a check fails before start; Celery's own status (1)
+    when it stops on an unrecoverable error, so a supervisor restarts it.
     """
     _multiprocess_metrics()
     settings = load_settings()
-    _preflight(settings)
+    inference_answered = _preflight(settings)
     from workers.app import app as celery_app
+    from workers.app import start_worker
 
     if settings.worker_metrics_port:
         from workers.metrics import serve_pool_metrics
 
         try:
-            serve_pool_metrics(settings.worker_metrics_port)
+            serve_pool_metrics(settings.worker_metrics_port,
+                               inference_answered_at_start=inference_answered)
         except OSError as exc:
             raise InvalidSettings(
                 f"CLIPLINE_WORKER_METRICS_PORT={settings.worker_metrics_port}: {exc.strerror}; "
@@ -61,7 +67,9 @@ def worker(
     if beat:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         argv.append("--beat")
-    celery_app.worker_main(argv)
+    status = start_worker(celery_app, argv)
+    if status:  # Celery logged why (CRITICAL "Unrecoverable error"); a supervisor restarts it
+        raise typer.Exit(status)
 
 
 def _multiprocess_metrics() -> None:
@@ -77,7 +85,8 @@ def _multiprocess_metrics() -> None:
     os.execv(sys.argv[0], sys.argv)
 
 
-def _preflight(settings: Settings) -> None:
+def _preflight(settings: Settings) -> bool:
+    """Stop with one line on what is missing; return whether the model runner answered."""
     bootstrap.output_bucket(settings)
     checked_ledger(settings).close()
     celery_queue().depth()  # BrokerUnavailable names the broker
@@ -87,3 +96,5 @@ def _preflight(settings: Settings) -> None:
     except InferenceUnavailable as exc:  # down for now: the breakers hold work until it answers
         log.warning("inference_unavailable_at_start", message=exc.message,
                     action="starting anyway; jobs wait until Triton answers")
+        return False
+    return True

@@ -12,8 +12,11 @@
 from __future__ import annotations
 
 import io
+import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +39,21 @@ def jpeg(size: int = 320) -> bytes:
     return out.getvalue()
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def readyz(port: int) -> tuple[int, str]:
+    """The worker's readiness: (HTTP status, body)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def failures(c: Cluster, ids: list[uuid.UUID]) -> int:
     return sum(e.action == "failed" for i in ids for e in c.ledger.events(i))
 
@@ -44,8 +62,10 @@ def test_a_triton_outage_longer_than_every_retry_costs_time_not_jobs(
     tmp_path: Path, s3_endpoint: str, triton: TritonServer
 ) -> None:
     # Without the outage rule two attempts 0.5 s apart would dead-letter every job in a second.
+    port = free_port()
     with cluster(tmp_path, s3_endpoint, redis_db=REDIS_DB, SEGMENTER="triton",
-                 TRITON_URL=triton.url, MAX_ATTEMPTS="2", OUTAGE_RETRY_MAX_SECONDS="1") as c:
+                 TRITON_URL=triton.url, MAX_ATTEMPTS="2", OUTAGE_RETRY_MAX_SECONDS="1",
+                 WORKER_METRICS_PORT=str(port)) as c:
         ids = []
         for i in range(6):
             c.put_image(f"o{i}.jpg", jpeg())
@@ -54,8 +74,13 @@ def test_a_triton_outage_longer_than_every_retry_costs_time_not_jobs(
         try:
             c.start_reconciler()
             c.start_worker(concurrency=2)
+            # Started with Triton down: up, but not ready (why depends on whether a breaker
+            # has opened yet; both reasons are spelled out in tests/unit/test_worker_readiness.py).
+            assert readyz(port)[0] == 503
             wait_for(lambda: failures(c, ids) >= 6 and "circuit_opened" in c.log_text(), 60,
                      "Triton's outage to open the workers' breakers", c.logs)
+            status, why = readyz(port)
+            assert (status, why.startswith("not ready: circuit open for inference")) == (503, True)
             time.sleep(8)  # an outage several times the whole retry schedule
             stuck = c.ledger.list_jobs()
             assert not [j for j in stuck if j.status is JobStatus.DEAD], c.logs()
@@ -65,6 +90,7 @@ def test_a_triton_outage_longer_than_every_retry_costs_time_not_jobs(
             triton.start()
         wait_for(lambda: all(c.ledger.get(i).status is JobStatus.SUCCEEDED for i in ids), 90,
                  "every job to succeed after the outage", c.logs)
+        wait_for(lambda: readyz(port) == (200, "ready\n"), 30, "the worker to be ready", c.logs)
         for job_id in ids:
             job = c.ledger.get(job_id)
             assert (job.attempts, job.outage_since) == (1, None)  # outages were given back
