@@ -109,8 +109,9 @@ class Settings(BaseSettings):
         "job's lease then expires and the reconciler takes it back.",
     )
     broker_visibility_timeout_seconds: PositiveFloat = Field(
-        default=3600.0, description="Redis re-delivers an unacknowledged message after this; "
-        "must exceed the hard time limit and the longest retry countdown.",
+        default=300.0, description="Redis re-delivers an unacknowledged message after this: "
+        "what a killed worker held (its running tasks and the countdown messages it was "
+        "keeping) comes back then. Must exceed the hard time limit plus the longest countdown.",
     )
     interactive_priority: int = Field(
         default=5, description="Jobs of this priority or more go to the `interactive` queue, "
@@ -245,12 +246,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _limits_fit(self) -> Settings:
-        # Redis re-delivers a message whose task outlives the visibility timeout: a second,
-        # concurrent run of the same job. Keep every wait well inside it.
-        longest = max(self.task_time_limit_seconds, self.max_countdown_seconds)
+        # Redis re-delivers a message that stays unacknowledged past the visibility timeout. A
+        # countdown message is unacknowledged from its delivery (the worker keeps it until it
+        # is due) until its task ends: keep that whole wait inside the timeout.
+        longest = self.task_time_limit_seconds + self.max_countdown_seconds
         if self.broker_visibility_timeout_seconds <= longest:
             raise ValueError(
-                "broker_visibility_timeout_seconds must exceed task_time_limit_seconds and "
+                "broker_visibility_timeout_seconds must exceed task_time_limit_seconds + "
                 "max_countdown_seconds"
             )
         if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:

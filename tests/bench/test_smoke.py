@@ -108,6 +108,21 @@ def test_end_to_end() -> None:
                   r"^  infer +[\d.]+ +[\d.]+%$")
 
 
+@pytest.mark.timeout(240)
+def test_chaos() -> None:
+    # Its own services on free ports (no shared Redis database); Triton down from the start for
+    # a few seconds, a flush, a PostgreSQL restart and pool processes SIGKILLed while the few
+    # jobs run. (A lone worker whose main process is killed every few seconds never finishes
+    # starting: that is a test of patience, not of the benchmark.)
+    out = run("-m", "bench.chaos", "--jobs", "12", "--images", "12", "--workers", "1",
+              "--kill", "pool", "--kill-every", "5", "--flush-at", "1", "--pg-restart-at", "2",
+              "--triton-down-at", "0", "--triton-outage", "4", "--deadline", "120", timeout=200)
+    assert_prints(out, r"^submitted: 12 \(\d+ good; bad: ",
+                  r"^never terminal: 0 ", r"^jobs with more than one succeeded .*: 0$",
+                  r"^waiting messages above pending jobs: in \d+ of \d+ samples",
+                  r"^goal met: yes$")
+
+
 def test_vs_rembg(models_dir: Path, tmp_path: Path) -> None:
     out = run("-m", "bench.vs_rembg", "--count", "2", "--rounds", "1", "--side", "320",
               "--floor-seconds", "0.5", "--models-dir", str(models_dir),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from pipeline.settings import Settings
 from workers.app import BULK, INTERACTIVE, PROCESS, RECONCILE, config, create_app
 
@@ -23,6 +26,16 @@ def test_delivery_settings() -> None:
     assert conf["broker_transport_options"]["queue_order_strategy"] == "priority"
     assert conf["worker_max_memory_per_child"] == 1024 * 1024  # KiB
     assert conf["task_ignore_result"] and conf["result_backend"] is None
+
+
+def test_the_visibility_timeout_must_outlast_a_countdown_and_then_the_whole_task() -> None:
+    # A countdown message is unacknowledged from delivery until its task ends.
+    Settings(task_time_limit_seconds=180, max_countdown_seconds=60,
+             broker_visibility_timeout_seconds=241)
+    with pytest.raises(ValidationError, match="must exceed task_time_limit_seconds \\+ "):
+        Settings(task_time_limit_seconds=180, max_countdown_seconds=60,
+                 broker_visibility_timeout_seconds=240)
+    assert Settings().broker_visibility_timeout_seconds == 300  # what a killed worker held
 
 
 def test_each_queue_has_its_own_exchange_and_key() -> None:
