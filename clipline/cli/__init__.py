@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from clipline.cli import (
     api,
+    datasets,
     db,
     demo,
     events,
@@ -61,6 +62,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
 app.add_typer(triton.app, name="triton")
 app.add_typer(tenants.app, name="tenants")
+app.add_typer(datasets.app, name="datasets")
 
 
 def main() -> None:

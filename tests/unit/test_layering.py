@@ -35,6 +35,7 @@ COMMANDS = {
     "models list", "models pull", "models export-uint8",
     "triton serve",
     "tenants create", "tenants key", "tenants revoke", "tenants show", "tenants secret",
+    "datasets compose", "datasets synth-sources",
 }
 
 
