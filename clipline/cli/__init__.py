@@ -17,6 +17,7 @@ from clipline.cli import (
     api,
     db,
     demo,
+    evaluate,
     events,
     jobs,
     models,
@@ -57,6 +58,7 @@ app.command("reconcile")(reconcile.reconcile)
 app.command("api")(api.api)
 app.command("submit")(submit.submit)
 app.command("events")(events.events)
+app.command("eval")(evaluate.eval_)
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
 app.add_typer(triton.app, name="triton")
