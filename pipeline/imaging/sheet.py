@@ -43,28 +43,35 @@ Cell: TypeAlias = Image.Image | str
 def grid_sheet(headers: Sequence[str], rows: Sequence[tuple[str, Sequence[Cell]]]) -> Image.Image:
     """A sheet with one column per header and, per row, a label line above its cells.
 
-    ``rows``: (label, cells), ``len(cells) == len(headers)``; each cell fits a TILE square."""
+    ``rows``: (label, cells), ``len(cells) == len(headers)``; each picture is fitted into a
+    TILE square, and a row is as tall as its tallest picture (a row of notes only: TILE)."""
     font = ImageFont.load_default()
+    for i, (_, cells) in enumerate(rows):
+        if len(cells) != len(headers):
+            raise ValueError(f"row {i} has {len(cells)} cells for {len(headers)} columns")
+    tiles = [[c if isinstance(c, str) else on_checkerboard(c) for c in cells] for _, cells in rows]
+    heights = [max((t.height for t in row if not isinstance(t, str)), default=TILE)
+               for row in tiles]
     width = PAD + len(headers) * (TILE + PAD)
-    height = PAD + LABEL + len(rows) * (TILE + LABEL + PAD)
+    height = PAD + LABEL + sum(h + LABEL + PAD for h in heights)
     sheet = Image.new("RGB", (width, height), (250, 250, 250))
     draw = ImageDraw.Draw(sheet)
     for j, header in enumerate(headers):
         draw.text((PAD + j * (TILE + PAD), PAD), header, fill=(0, 0, 0), font=font)
-    for i, (label, cells) in enumerate(rows):
-        if len(cells) != len(headers):
-            raise ValueError(f"row {i} has {len(cells)} cells for {len(headers)} columns")
-        top = PAD + LABEL + i * (TILE + LABEL + PAD)
+    top = PAD + LABEL
+    for (label, _), row, row_height in zip(rows, tiles, heights, strict=True):
         draw.text((PAD, top), label, fill=(30, 30, 30), font=font)
         top += LABEL
-        for j, cell in enumerate(cells):
+        for j, tile in enumerate(row):
             x = PAD + j * (TILE + PAD)
-            if isinstance(cell, str):
-                draw.rectangle((x, top, x + TILE - 1, top + TILE - 1), outline=(180, 180, 180))
-                draw.multiline_text((x + 8, top + TILE // 2 - 10), cell, fill=(160, 0, 0),
-                                    font=font)
+            if isinstance(tile, str):
+                draw.rectangle((x, top, x + TILE - 1, top + row_height - 1),
+                               outline=(180, 180, 180))
+                draw.multiline_text((x + 8, top + row_height // 2 - 10), tile,
+                                    fill=(160, 0, 0), font=font)
             else:
-                sheet.paste(on_checkerboard(cell), (x, top))
+                sheet.paste(tile, (x, top))
+        top += row_height + PAD
     return sheet
 
 

@@ -125,6 +125,7 @@ def test_the_contact_sheet_is_written_with_a_row_per_chosen_image(tmp_path: Path
     with Image.open(written[1]) as sheet:
         scene = sheet.size
     assert plain[0] == scene[0] == 12 + 4 * (256 + 12)  # four columns
-    assert plain[1] - scene[1] == 256 + 18 + 12  # plain: 3 rows (count); scene: its 2 images
+    # 64x48 pictures (never enlarged): plain has 3 rows (count), scene its 2 images.
+    assert plain[1] - scene[1] == 48 + 18 + 12
     chosen = [a["stem"] for _, a in changed_most(base, cand, "plain", 3)]
     assert chosen == ["plain-003", "plain-002", "plain-001"]
