@@ -18,6 +18,7 @@ from clipline.cli import (
     datasets,
     db,
     demo,
+    evaluate,
     events,
     jobs,
     models,
@@ -58,6 +59,7 @@ app.command("reconcile")(reconcile.reconcile)
 app.command("api")(api.api)
 app.command("submit")(submit.submit)
 app.command("events")(events.events)
+app.command("eval")(evaluate.eval_)
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
 app.add_typer(triton.app, name="triton")

@@ -1,0 +1,112 @@
+"""The evaluation report: what was measured, with what, and the numbers per class.
+
+``report.json`` (format ``clipline-eval-report/1``) is the machine-readable record and the
+baseline of a later run's gate; ``report.md`` is its table for people. The JSON holds::
+
+    format, metrics_version, created (UTC, ISO 8601)
+    model        {name, segmenter, sha256 (of the model file; null when there is none here)}
+    options      the output options, as ``clipline run`` normalises them
+    code_version {package, git (``git describe --always --dirty``, or "unknown")}
+    sets         [{name, path, kind, fingerprint, count, classes: {class: n}}]
+    classes      {class: {n, iou, mae, boundary_f, recomposite}}     means over its images
+    overall      {n, iou, mae, boundary_f, recomposite}              means over all images
+    images       [{set, stem, class, iou, mae, boundary_f, recomposite, failed}]
+    cutouts      the folder of the cut-outs, relative to the report ("cutouts/<set>/<stem>.png")
+    timing       {seconds, cutout_seconds, metrics_seconds, images_per_second}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UsageError
+from pipeline.quality.metrics import HIGHER_IS_BETTER
+
+REPORT_FORMAT = "clipline-eval-report/1"
+METRICS = tuple(HIGHER_IS_BETTER)
+TITLES = {"iou": "IoU", "mae": "MAE", "boundary_f": "boundary F", "recomposite": "re-composite"}
+
+
+class InvalidReport(UsageError):
+    """A file given as a report that is not one (or not one this code can read)."""
+
+    reason = "invalid_report"
+
+
+def means(images: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """{n, and the mean of each metric} over ``images`` (records with the metric keys)."""
+    rows = list(images)
+    out: dict[str, Any] = {"n": len(rows)}
+    for metric in METRICS:
+        out[metric] = sum(float(r[metric]) for r in rows) / len(rows) if rows else None
+    return out
+
+
+def per_class(images: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{class: means of its images}, classes in sorted order."""
+    names = sorted({str(r["class"]) for r in images})
+    return {name: means(r for r in images if r["class"] == name) for name in names}
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """A report written by ``clipline eval``; :class:`InvalidReport` naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidReport(f"{path}: cannot be read as a report ({exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+        raise InvalidReport(f"{path}: not a {REPORT_FORMAT} file")
+    for key in ("metrics_version", "sets", "classes", "images"):
+        if key not in data:
+            raise InvalidReport(f"{path}: has no {key!r}")
+    return data
+
+
+def write_report(report: Mapping[str, Any], folder: Path,
+                 baseline: Mapping[str, Any] | None = None) -> str:
+    """Write ``report.json`` and ``report.md`` into ``folder``; return the Markdown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n",
+                                        encoding="utf-8")
+    table = markdown(report, baseline)
+    (folder / "report.md").write_text(table, encoding="utf-8")
+    return table
+
+
+def markdown(report: Mapping[str, Any], baseline: Mapping[str, Any] | None = None) -> str:
+    """The table: class | n | IoU | MAE | boundary F | re-composite, then the overall row.
+
+    With a ``baseline`` report each cell also says the change, signed as after - before (for
+    MAE and re-composite, lower is better)."""
+    head = ["class", "n", *(TITLES[m] for m in METRICS)]
+    lines = [
+        f"Model {report['model']['name']} ({report['model']['segmenter']}), subject "
+        f"{report['options'].get('subject', 'all')}, metrics {report['metrics_version']}"
+        + (", changes against the baseline in brackets" if baseline else "") + ".",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---", "--:", *("--:" for _ in METRICS)]) + "|",
+    ]
+    rows = [*report["classes"].items(), ("**overall**", report["overall"])]
+    before = dict(baseline["classes"]) if baseline else {}
+    if baseline:
+        before["**overall**"] = baseline["overall"]
+    for name, values in rows:
+        cells = [name, str(values["n"])]
+        for metric in METRICS:
+            cells.append(_cell(values[metric], before.get(name, {}).get(metric)
+                               if baseline else None, baseline is not None))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: float | None, old: float | None, compared: bool) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:.4f}"
+    if compared:
+        text += f" ({value - old:+.4f})" if old is not None else " (new)"
+    return text
