@@ -9,7 +9,7 @@ TRITON_STAMP := .venv-triton/.installed
 # rembg's own CLI, for the benchmarks that race it (and their smoke tests); pins of its own too.
 REMBG_STAMP := bench/.venv-rembg/.installed
 
-.PHONY: help venv services demo test lint triton triton-venv bench-ledger bench-rembg bench-fidelity bench-orchestration bench-end-to-end bench-intake bench-chaos fuzz-api clean
+.PHONY: help venv services demo test lint triton triton-venv bench-ledger bench-rembg bench-fidelity bench-orchestration bench-end-to-end bench-intake bench-chaos fuzz-api quality-baseline clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -72,6 +72,13 @@ bench-intake: venv services  ## a 1,000,000-line manifest through POST /v1/batch
 
 bench-chaos: venv $(TRITON_STAMP)  ## 1,000 jobs through SIGKILLs, a Redis flush, a PostgreSQL restart, Triton down 5 min (own services)
 	$(BIN)/python -m bench.chaos --jobs 1000 --triton-outage 300
+
+QUALITY_WORK ?= .cache/quality-gate
+quality-baseline: venv  ## rebuild tests/quality/baseline.json (CI's quality gate) after looking at the sheets
+	$(BIN)/clipline models pull u2netp
+	rm -rf $(QUALITY_WORK) && ./scripts/quality-gate-set.sh $(QUALITY_WORK)
+	$(BIN)/clipline eval $(QUALITY_WORK)/ci-gate --model u2netp --out $(QUALITY_WORK)/eval
+	cp $(QUALITY_WORK)/eval/report.json tests/quality/baseline.json
 
 bench-rembg: venv $(REMBG_STAMP)  ## clipline run vs rembg p, same model and images (builds bench/.venv-rembg once)
 	$(BIN)/python -m bench.vs_rembg

@@ -6,6 +6,10 @@
 #   openclipart-png          clip-art with alpha (public domain)                  -> objects clipart
 #                            (its people/ folder, drawings of people              -> objects people)
 #   mate-backgrounds         nature photos (GPL-2+)                               -> backgrounds photo
+#   plasma-workspace-wallpapers  KDE's wallpapers, photos and renders (LGPL/CC)   -> backgrounds photo
+#   ukui-wallpapers          UKUI's wallpapers (GPL/CC)                           -> backgrounds photo
+#                            (one file per wallpaper: its sizes are one picture, and two sizes
+#                            of it on both sides of the split would leak it into training)
 #
 # Where: ${CLIPLINE_SOURCES_DIR:-$HOME/.cache/clipline/sources}. .deb files already in
 # ${CLIPLINE_DEBS_DIR:-/tmp/debs} are used as they are; missing ones are fetched with
@@ -19,7 +23,8 @@ set -euo pipefail
 
 dest=${CLIPLINE_SOURCES_DIR:-$HOME/.cache/clipline/sources}
 debs=${CLIPLINE_DEBS_DIR:-/tmp/debs}
-packages=(tuxpaint-stamps-default openclipart-png mate-backgrounds)
+packages=(tuxpaint-stamps-default openclipart-png mate-backgrounds plasma-workspace-wallpapers
+          ukui-wallpapers)
 
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel 2>/dev/null || true)
 mkdir -p "$dest/debs"
@@ -65,12 +70,27 @@ link_tree "$stamps" "$dest/objects-photo" \
 link_tree "$clipart" "$dest/objects-clipart" -not -path './people/*'
 link_tree "$clipart/people" "$dest/objects-people"
 rm -rf "$dest/backgrounds-photo"
-ln -s "$photos" "$dest/backgrounds-photo"
+mkdir -p "$dest/backgrounds-photo/mate" "$dest/backgrounds-photo/plasma" "$dest/backgrounds-photo/ukui"
+for f in "$photos"/*; do ln -s "$f" "$dest/backgrounds-photo/mate/$(basename "$f")"; done
+# Plasma: per wallpaper, its first landscape size (images/WxH.ext, W >= H) by name.
+for wall in "$dest"/unpacked/plasma-workspace-wallpapers/usr/share/wallpapers/*/; do
+  pick=$(find "$wall/contents/images" -maxdepth 1 -type f \( -name '*.jpg' -o -name '*.png' \) \
+           2>/dev/null | sort | while read -r f; do
+             size=$(basename "${f%.*}")
+             if [[ ${size%x*} -ge ${size#*x} ]] 2>/dev/null; then echo "$f"; fi
+           done | head -n 1)
+  if [[ -n $pick ]]; then
+    ln -s "$pick" "$dest/backgrounds-photo/plasma/$(basename "$wall").${pick##*.}"
+  fi
+done
+for f in "$dest"/unpacked/ukui-wallpapers/usr/share/backgrounds/*.{jpg,png}; do
+  if [[ -e $f ]]; then ln -s "$f" "$dest/backgrounds-photo/ukui/$(basename "$f")"; fi
+done
 
 for kind in objects-photo objects-clipart objects-people; do
   echo "composite-sources: $kind: $(find "$dest/$kind" -name '*.png' | wc -l) files" >&2
 done
-echo "composite-sources: backgrounds-photo: $(ls "$photos" | wc -l) files" >&2
+echo "composite-sources: backgrounds-photo: $(find -L "$dest/backgrounds-photo" -type f | wc -l) files" >&2
 echo "--objects photo=$dest/objects-photo --objects clipart=$dest/objects-clipart" \
   "--backgrounds photo=$dest/backgrounds-photo"
 echo "# people (clip-art drawings of people, not photos): --objects people=$dest/objects-people" >&2

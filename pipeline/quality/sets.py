@@ -62,7 +62,7 @@ class EvalSet:
     """"composite" (with set.json) or "real"."""
     items: tuple[SetItem, ...]
     fingerprint: str
-    """sha256 (hex) over set.json and every item's bytes: see ``fingerprint``."""
+    """sha256 (hex) over every item's class and decoded pixels: see ``fingerprint``."""
     meta: dict[str, Any] = field(default_factory=dict)
     """set.json without its items (composites), else empty."""
 
@@ -115,16 +115,19 @@ def load_set(root: Path, *, class_name: str | None = None, allow_train: bool = F
 
 
 def fingerprint(root: Path, items: tuple[SetItem, ...]) -> str:
-    """sha256 (hex) over set.json's bytes (if any), then, by stem, each item's stem and the
-    sha256 of its image, mask and (composites) foreground bytes. Equal fingerprints: the
-    same pictures and truth, whatever the folder is called or where it lies."""
-    digest = hashlib.sha256(b"clipline-set-fingerprint/1\n")
-    if (root / SET_FILE).exists():
-        digest.update(_sha(root / SET_FILE).encode() + b"\n")
+    """sha256 (hex) over, by stem, each item's stem, the sha256 of its decoded image, mask and
+    (composites) foreground pixels, and (composites) the class set.json gives it. Equal
+    fingerprints: the same pictures and truth, whatever the folder is called, where it lies,
+    which code version wrote set.json or how the PNG encoder packed the bytes. (A real set's
+    class is only its folder's name or ``--class``: not part of what was measured.)"""
+    composite = (root / SET_FILE).exists()
+    digest = hashlib.sha256(b"clipline-set-fingerprint/2\n")
     for item in sorted(items, key=lambda i: i.stem):
-        parts = [item.stem, _sha(item.image), _sha(item.mask)]
+        parts = [item.stem, _pixels_sha(item.image), _pixels_sha(item.mask)]
         if item.foreground is not None:
-            parts.append(_sha(item.foreground))
+            parts.append(_pixels_sha(item.foreground))
+        if composite:
+            parts.append(item.class_name)
         digest.update("\t".join(parts).encode() + b"\n")
     return digest.hexdigest()
 
@@ -213,5 +216,10 @@ def read_truth(item: SetItem) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uin
     return alpha, rgb
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _pixels_sha(path: Path) -> str:
+    """sha256 of an image's mode, size and decoded pixels (not of its file's bytes)."""
+    with Image.open(path) as im:
+        im.load()
+        digest = hashlib.sha256(f"{im.mode} {im.size[0]}x{im.size[1]}\n".encode())
+        digest.update(im.tobytes())
+    return digest.hexdigest()

@@ -4,17 +4,31 @@ model (it is not what is tested), except in the one test that runs the real u2ne
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import structlog
 from PIL import Image
 
 from clipline.cli import main
 from pipeline.models import U2NETP
 from pipeline.quality.sets import InvalidEvalSet, load_set
 from tests.unit.evalkit import composite_set, real_set
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    # `clipline eval` configures logging on pytest's captured stderr, which is closed after the
+    # test: later tests must not write to it.
+    yield
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "clipline", False)]:
+        root.removeHandler(handler)
 
 
 def _eval(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
@@ -122,6 +136,12 @@ def test_sets_are_checked_and_fingerprinted_by_content(tmp_path: Path) -> None:
     assert loaded.kind == "real" and loaded.class_counts() == {"shots": 3}
     assert load_set(real, class_name="scenes").class_counts() == {"scenes": 3}
     moved = real.rename(tmp_path / "elsewhere")
+    assert load_set(moved).fingerprint == loaded.fingerprint
+    # The same pixels packed otherwise (another zlib level, another Pillow): the same set.
+    shot = next((moved / "masks").iterdir())
+    with Image.open(shot) as im:
+        im.load()
+        im.save(shot, compress_level=0)
     assert load_set(moved).fingerprint == loaded.fingerprint
     Image.new("L", (64, 40)).save(moved / "masks" / "shot2.png")
     with pytest.raises(InvalidEvalSet, match=r"shot2.png: mask is 64x40, its image shot2.png"):
