@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tritonkit import TritonServer
+
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = Path(__file__).with_name("baseline.json")
 CLIPLINE = Path(sys.executable).with_name("clipline")
@@ -29,11 +31,18 @@ def _run(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
 
 
-def test_no_class_got_worse_than_the_committed_baseline(models_dir: Path, tmp_path: Path) -> None:
+def _gate_set(tmp_path: Path, models_dir: Path, **settings: str) -> dict[str, str]:
+    """Build the ci-gate set under tmp_path; return the environment to evaluate it with."""
     env = {**os.environ, "CLIPLINE": str(CLIPLINE), "CLIPLINE_MODELS_DIR": str(models_dir),
-           "CLIPLINE_DATA_DIR": str(tmp_path / "data"), "CLIPLINE_SEGMENTER": "onnx"}
+           "CLIPLINE_DATA_DIR": str(tmp_path / "data"), "CLIPLINE_SEGMENTER": "onnx",
+           **{f"CLIPLINE_{k}": v for k, v in settings.items()}}
     made = _run("scripts/quality-gate-set.sh", str(tmp_path), env=env)
     assert made.returncode == 0, made.stderr
+    return env
+
+
+def test_no_class_got_worse_than_the_committed_baseline(models_dir: Path, tmp_path: Path) -> None:
+    env = _gate_set(tmp_path, models_dir)
     gate = _run(str(CLIPLINE), "eval", str(tmp_path / "ci-gate"), "--model", "u2netp",
                 "--out", str(tmp_path / "eval"), "--against", str(BASELINE),
                 "--max-drop", "0.005", "--sheet-count", "4", env=env)
@@ -48,3 +57,17 @@ def test_no_class_got_worse_than_the_committed_baseline(models_dir: Path, tmp_pa
         "illustration": 6, "multi": 6, "product-plain": 6, "product-scene": 6}
     assert sorted(p.name for p in (tmp_path / "eval" / "sheets").iterdir()) == [
         "illustration.png", "multi.png", "product-plain.png", "product-scene.png"]
+
+
+def test_the_triton_engine_passes_the_gate_against_onnx_runtime(
+    models_dir: Path, tmp_path: Path, triton: TritonServer
+) -> None:
+    # An engine change, judged as OPERATIONS.md says: Triton serves the uint8 rewrite of u2netp
+    # (normalisation folded into the graph); per class it must match ONNX Runtime's baseline.
+    env = _gate_set(tmp_path, models_dir, SEGMENTER="triton", TRITON_URL=triton.url)
+    gate = _run(str(CLIPLINE), "eval", str(tmp_path / "ci-gate"), "--model", "u2netp",
+                "--out", str(tmp_path / "eval"), "--against", str(BASELINE),
+                "--max-drop", "0.005", "--sheet-count", "0", env=env)
+    assert gate.returncode == 0, f"{gate.stdout}\n{gate.stderr}"
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["model"]["segmenter"] == "triton"
