@@ -77,7 +77,7 @@ QUALITY_WORK ?= .cache/quality-gate
 quality-baseline: venv  ## rebuild tests/quality/baseline.json (CI's quality gate) after looking at the sheets
 	$(BIN)/clipline models pull u2netp
 	rm -rf $(QUALITY_WORK) && ./scripts/quality-gate-set.sh $(QUALITY_WORK)
-	$(BIN)/clipline eval $(QUALITY_WORK)/ci-gate --model u2netp --out $(QUALITY_WORK)/eval
+	CLIPLINE_SEGMENTER=onnx $(BIN)/clipline eval $(QUALITY_WORK)/ci-gate --model u2netp --out $(QUALITY_WORK)/eval
 	cp $(QUALITY_WORK)/eval/report.json tests/quality/baseline.json
 
 bench-rembg: venv $(REMBG_STAMP)  ## clipline run vs rembg p, same model and images (builds bench/.venv-rembg once)

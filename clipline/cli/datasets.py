@@ -4,6 +4,7 @@ download (``pipeline.quality``)."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import cast
 
@@ -96,7 +97,7 @@ def compose(
     step = max(1, request.per_class * len(request.classes) // 10)
 
     def progress(done: int, total: int) -> None:
-        if done % step == 0 or done == total:
+        if sys.stderr.isatty() and (done % step == 0 or done == total):
             typer.echo(f"{done}/{total}", err=True)
 
     summary = write_set(request, out, force=force, progress=progress)
@@ -115,13 +116,20 @@ def compose(
 )
 def synth_sources(
     folder: Path = typer.Argument(..., metavar="DIR", resolve_path=True,
-                                  help="Folder to write into (created)."),
+                                  help="A new or empty folder to write into (created)."),
     seed: int = typer.Option(0, help="Seed of the drawing."),
     objects: int = typer.Option(12, min=1, max=1000, help="Photo-like objects."),
     clipart: int = typer.Option(8, min=1, max=1000, help="Clip-art objects."),
     backgrounds: int = typer.Option(8, min=1, max=1000, help="Background images."),
 ) -> None:
     """Write synthetic sources (see the help text above)."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise InvalidComposition(f"{folder} is not a new or empty folder: older files there "
+                                 "would be mixed into the sources")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidComposition(f"cannot create {folder}: {exc.strerror}") from exc
     made = write_sources(folder, seed, n_objects=objects, n_clipart=clipart,
                          n_backgrounds=backgrounds)
     args = [f"--objects {k}={v}" for k, v in made.objects.items()]

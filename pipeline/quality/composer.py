@@ -115,6 +115,11 @@ class SetRequest:
             raise InvalidComposition(f"size {w}x{h} is outside 32..{MAX_SIZE}")
         if not 0.0 < self.eval_share < 1.0:
             raise InvalidComposition("--eval-share must be strictly between 0 and 1")
+        known = sorted({r.objects for r in RECIPES.values()})
+        unknown = sorted(set(self.objects) - set(known))
+        if unknown:
+            raise InvalidComposition(f"unknown object kind {', '.join(unknown)}; "
+                                     f"known: {', '.join(known)}")
         for c in self.classes:
             recipe = RECIPES[c]
             if recipe.objects not in self.objects:

@@ -69,10 +69,15 @@ def check_comparable(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) 
     before = {s["name"]: s["fingerprint"] for s in baseline["sets"]}
     after = {s["name"]: s["fingerprint"] for s in candidate["sets"]}
     if before != after:
-        differ = sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
+        only_here = sorted(after.keys() - before.keys())
+        only_there = sorted(before.keys() - after.keys())
+        differ = sorted(n for n in before.keys() & after.keys() if before[n] != after[n])
+        parts = ([f"not in the baseline: {', '.join(only_here)}"] if only_here else []) + \
+            ([f"in the baseline only: {', '.join(only_there)}"] if only_there else []) + \
+            ([f"fingerprints differ for {', '.join(differ)}"] if differ else [])
         raise BaselineMismatch(
-            "the baseline measured other pictures: set fingerprints differ for "
-            + ", ".join(differ) + " (evaluate the same sets, or measure the baseline again)")
+            "the baseline measured other pictures (" + "; ".join(parts)
+            + "): evaluate the same sets, or measure the baseline again")
 
 
 def judge(baseline: Mapping[str, Any], candidate: Mapping[str, Any],

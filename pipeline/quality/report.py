@@ -62,7 +62,39 @@ def load_report(path: Path) -> dict[str, Any]:
     for key in ("metrics_version", "sets", "classes", "images"):
         if key not in data:
             raise InvalidReport(f"{path}: has no {key!r}")
+    problem = _shape_problem(data)
+    if problem:
+        raise InvalidReport(f"{path}: {problem}")
     return data
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _shape_problem(data: Mapping[str, Any]) -> str | None:
+    """What is wrong with a report's shape (checked before any model runs), or None."""
+    names = HIGHER_IS_BETTER.keys()
+    sets = data["sets"]
+    if not isinstance(sets, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("name"), str)
+            and isinstance(s.get("fingerprint"), str) for s in sets):
+        return "'sets' must be a list of {name, fingerprint, ...}"
+    classes = data["classes"]
+    if not isinstance(classes, dict):
+        return "'classes' must map each class to its means"
+    for name, means_ in classes.items():
+        if not isinstance(means_, dict) or not all(_number(means_.get(m)) for m in names):
+            return f"class {name!r} lacks a number for one of {', '.join(names)}"
+    images = data["images"]
+    if not isinstance(images, list):
+        return "'images' must be a list"
+    for row in images:
+        if not (isinstance(row, dict) and all(isinstance(row.get(k), str)
+                                              for k in ("set", "stem", "class"))
+                and all(_number(row.get(m)) for m in names)):
+            return f"an image row is not {{set, stem, class, {', '.join(names)}}}: {row!r:.120}"
+    return None
 
 
 def write_report(report: Mapping[str, Any], folder: Path,

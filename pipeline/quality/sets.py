@@ -195,7 +195,12 @@ def _size(path: Path) -> tuple[int, int]:
 
 
 def _check(path: Path, size: tuple[int, int], image: Path, what: str) -> None:
-    found = _size(path)
+    found = _size(path)  # refuses what cannot be read at all
+    if what == "mask":
+        with Image.open(path) as mask:  # only the header is read here
+            if mask.mode not in ("L", "1"):
+                raise InvalidEvalSet(f"{path}: mask mode {mask.mode}, expected 8-bit grey (L) "
+                                     "or 1-bit (convert it, e.g. with Pillow's convert('L'))")
     if found != size:
         raise InvalidEvalSet(f"{path}: {what} is {found[0]}x{found[1]}, its image {image.name} "
                              f"is {size[0]}x{size[1]}")

@@ -168,3 +168,12 @@ def test_eval_with_the_real_u2netp(
     data = json.loads((tmp_path / "o" / "report.json").read_text())
     assert data["model"] == {"name": "u2netp", "segmenter": "onnx", "sha256": U2NETP.sha256}
     assert data["classes"]["product-plain"]["iou"] > 0.5, out
+
+
+def test_a_palette_mask_is_refused_before_any_model_runs(tmp_path: Path) -> None:
+    real = real_set(tmp_path / "shots")
+    mask = next((real / "masks").iterdir())
+    with Image.open(mask) as im:
+        im.convert("P").save(mask)
+    with pytest.raises(InvalidEvalSet, match=r"mask mode P, expected 8-bit grey"):
+        load_set(real)

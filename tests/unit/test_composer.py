@@ -219,6 +219,8 @@ def test_force_never_removes_a_folder_that_is_not_a_set(
     (("--per-class", "0"), "invalid_composition", "--per-class must be at least 1"),
     (("--objects", "photo"), "invalid_composition", "takes KIND=DIR"),
     (("--classes", "people"), "invalid_composition", "needs --objects people=DIR"),
+    (("--objects", "cat=/nonexistent"), "invalid_composition",
+     "unknown object kind cat; known: clipart, people, photo"),
 ])
 def test_a_bad_request_is_one_line_and_exit_2(
         sources: SyntheticSources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -261,3 +263,16 @@ def test_synth_sources_prints_the_options_compose_takes(
                             *args, "--per-class", "1", "--size", "64", "--eval-share", "0.5",
                             "--split", "train", "--classes", "product-plain,illustration")
     assert code == 0, out
+
+
+@pytest.mark.parametrize("where", ["a-file", "under-a-file", "not-empty"])
+def test_synth_sources_wants_a_new_or_empty_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        where: str) -> None:
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "not-empty").mkdir()
+    (tmp_path / "not-empty" / "old.png").write_text("stale")
+    target = tmp_path / ("a-file/sub" if where == "under-a-file" else where)
+    code, _, err = clipline(monkeypatch, capsys, "datasets", "synth-sources", str(target))
+    assert code == 2 and err.startswith("clipline: invalid_composition: ")
+    assert len(err.strip().splitlines()) == 1

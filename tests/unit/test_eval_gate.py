@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 from pipeline.quality.gate import BaselineMismatch, check_comparable, judge
-from pipeline.quality.report import markdown
+from pipeline.quality.report import InvalidReport, load_report, markdown
 from pipeline.quality.sets import load_set
 from pipeline.quality.sheets import changed_most, sheet_name, worst, write_sheets
 from tests.unit.evalkit import composite_set, image, report
@@ -129,3 +130,25 @@ def test_the_contact_sheet_is_written_with_a_row_per_chosen_image(tmp_path: Path
     assert plain[1] - scene[1] == 48 + 18 + 12
     chosen = [a["stem"] for _, a in changed_most(base, cand, "plain", 3)]
     assert chosen == ["plain-003", "plain-002", "plain-001"]
+
+
+@pytest.mark.parametrize(("damage", "words"), [
+    (lambda d: d["classes"]["plain"].pop("iou"), "class 'plain' lacks a number"),
+    (lambda d: d["classes"]["plain"].update(iou="x"), "class 'plain' lacks a number"),
+    (lambda d: d.update(images=None), "'images' must be a list"),
+    (lambda d: d["images"][0].pop("stem"), "an image row is not"),
+    (lambda d: d.update(sets=[{"name": 1}]), "'sets' must be a list"),
+])
+def test_a_damaged_baseline_is_refused_when_it_is_read(
+        tmp_path: Path, damage: object, words: str) -> None:
+    data = _baseline()
+    damage(data)  # type: ignore[operator]
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(InvalidReport, match=words):
+        load_report(path)
+
+
+def test_an_intact_report_loads() -> None:
+    path = Path(__file__).parents[1] / "quality" / "baseline.json"
+    assert load_report(path)["model"]["name"] == "u2netp"
