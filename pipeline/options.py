@@ -21,6 +21,11 @@ Names follow remove.bg's API where they fit. Every field, its default and what i
                           keeping the aspect ratio; smaller ones are never enlarged.
     subject       "all"   all: keep the mask as the model gave it (what rembg does);
                           main: keep the main subject(s) only (see pipeline.subject).
+    edges         "keep"  keep: soft-alpha pixels keep the source's colour, old background and all;
+                          clean: their colour is replaced by the estimated foreground colour
+                          (foreground estimation, "colour decontamination"; see
+                          pipeline.imaging.edges). Alpha and opaque pixels are unchanged.
+                          With channels=alpha there is no colour: normalised to "keep".
     strict_empty  False   True: an empty mask fails the job with EmptyMask (dead letter);
                           False: it succeeds with a transparent image and metadata empty=true.
 
@@ -41,6 +46,7 @@ from pipeline.errors import InvalidOptions
 Format = Literal["png", "webp", "jpg"]
 Channels = Literal["rgba", "alpha"]
 SubjectPolicy = Literal["all", "main"]
+Edges = Literal["keep", "clean"]
 MarginUnit = Literal["px", "%"]
 Rgb = tuple[int, int, int]
 
@@ -88,6 +94,7 @@ _FIELDS = (
     "crop_margin",
     "max_side",
     "subject",
+    "edges",
     "strict_empty",
 )
 
@@ -121,6 +128,7 @@ class OutputOptions:
     crop_margin: Margin = Margin(0)
     max_side: int | None = None
     subject: SubjectPolicy = "all"
+    edges: Edges = "keep"
     strict_empty: bool = False
 
     def __post_init__(self) -> None:
@@ -131,6 +139,8 @@ class OutputOptions:
             raise InvalidOptions("bg_color: has no meaning with channels=alpha")
         if self.format == "jpg" and self.bg_color is None:
             object.__setattr__(self, "bg_color", JPG_DEFAULT_BG)
+        if self.channels == "alpha" and self.edges != "keep":
+            object.__setattr__(self, "edges", "keep")
         if not self.crop and self.crop_margin != Margin(0):
             object.__setattr__(self, "crop_margin", Margin(0))
 
@@ -149,6 +159,7 @@ class OutputOptions:
             crop_margin=_parse_margin(raw.get("crop_margin")),
             max_side=_parse_max_side(raw.get("max_side")),
             subject=_parse_choice("subject", raw.get("subject"), ("all", "main"), "all"),
+            edges=_parse_choice("edges", raw.get("edges"), ("keep", "clean"), "keep"),
             strict_empty=_parse_bool("strict_empty", raw.get("strict_empty")),
         )
 
@@ -162,6 +173,7 @@ class OutputOptions:
             "crop_margin": self.crop_margin.canonical(),
             "max_side": self.max_side,
             "subject": self.subject,
+            "edges": self.edges,
             "strict_empty": self.strict_empty,
         }
 

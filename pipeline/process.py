@@ -5,7 +5,8 @@ inference batched in between)::
 
     prepare(data)            decode once, safely; the model's input is resized from that decode
     segmenter.predict(...)   a batch of model inputs → masks
-    finish(prepared, mask)   choose the subject, compose, encode, describe
+    finish(prepared, mask)   choose the subject, clean the edges (edges=clean), compose, encode,
+                             describe
 
 ``cut_out`` chains the three for one image; ``process_job`` adds fetching from and writing to an
 ``ObjectStore``, which is what a worker runs for a job.
@@ -23,15 +24,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.imaging.compose import compose
+from pipeline.imaging.compose import compose, multiply_alpha
 from pipeline.imaging.decode import DEFAULT_LIMITS, DecodedImage, DecodeLimits, decode, model_input
+from pipeline.imaging.edges import decontaminate
 from pipeline.imaging.encode import encode
 from pipeline.jobs import Job, canonical_json
 from pipeline.options import OutputOptions
 from pipeline.ports import ObjectStore, Segmenter
 from pipeline.subject import find_subject
 
-STAGES = ("fetch", "decode", "infer", "compose", "encode", "put")
+STAGES = ("fetch", "decode", "infer", "edges", "compose", "encode", "put")
 
 
 @dataclass
@@ -88,7 +90,13 @@ def finish(
         subject = find_subject(
             mask, decoded.size, policy=options.subject, strict_empty=options.strict_empty
         )
-        composite = compose(decoded.rgba, subject.alpha, options, bbox=subject.bbox)
+    rgba = decoded.rgba
+    if options.edges == "clean":
+        with timings.stage("edges"):
+            # The output's alpha (the mask's times the source's own), at the image's size.
+            rgba = decontaminate(rgba, multiply_alpha(subject.alpha, rgba[..., 3]))
+    with timings.stage("compose"):
+        composite = compose(rgba, subject.alpha, options, bbox=subject.bbox)
     with timings.stage("encode"):
         data = encode(composite, options.format)
     info = decoded.info

@@ -28,6 +28,8 @@ def eval_(
     model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2netp)."),
     subject: str = typer.Option("all", help="As `clipline run --subject`: all keeps the whole "
                                 "mask, main drops small and frame-cut fragments."),
+    edges: str = typer.Option("keep", help="As `clipline run --edges`: clean estimates the "
+                              "foreground colour of soft edge pixels."),
     out: Path = typer.Option(Path("clipline-eval"), file_okay=False, resolve_path=True,
                              help="Folder for report.json, report.md, sheets/ and cutouts/."),
     against: Path | None = typer.Option(None, exists=True, dir_okay=False, resolve_path=True,
@@ -74,7 +76,7 @@ def eval_(
     logs.configure(settings.log_format if settings.log_format != "auto" else "console", "ERROR")
     if model:
         settings = settings.model_copy(update={"model": model})
-    options = output_options("png", "rgba", None, False, "0", None, subject, False)
+    options = output_options("png", "rgba", None, False, "0", None, subject, False, edges)
     loaded = [load_set(s, class_name=class_name, allow_train=allow_train) for s in sets]
     baseline = load_report(against) if against is not None else None
     if baseline is not None:

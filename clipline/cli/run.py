@@ -35,11 +35,11 @@ console = Console(stderr=True, soft_wrap=True)
 
 def output_options(
     fmt: str, channels: str, bg_color: str | None, crop: bool, crop_margin: str,
-    max_side: int | None, subject: str, strict_empty: bool,
+    max_side: int | None, subject: str, strict_empty: bool, edges: str = "keep",
 ) -> OutputOptions:
     raw: dict[str, Any] = {
         "format": fmt, "channels": channels, "crop": crop, "crop_margin": crop_margin,
-        "subject": subject, "strict_empty": strict_empty,
+        "subject": subject, "edges": edges, "strict_empty": strict_empty,
     }
     if bg_color:
         raw["bg_color"] = bg_color
@@ -63,6 +63,9 @@ def run(
     max_side: int | None = typer.Option(None, help="Downscale so no side exceeds this (px)."),
     subject: str = typer.Option("all", help="all: keep the whole mask; main: drop small and "
                                 "frame-cut fragments (recorded in the metadata)."),
+    edges: str = typer.Option("keep", help="keep: soft edges keep the old background's colour; "
+                              "clean: estimate the subject's own colour there (foreground "
+                              "estimation; alpha unchanged; slower)."),
     strict_empty: bool = typer.Option(False, help="An image with no subject fails (empty_mask) "
                                       "instead of giving an empty cut-out."),
     model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2netp)."),
@@ -90,7 +93,7 @@ def run(
     # The summary lists failures; the console log shows only what the summary cannot.
     logs.configure(settings.log_format if settings.log_format != "auto" else "console", "ERROR")
     options = output_options(fmt, channels, bg_color, crop, crop_margin, max_side, subject,
-                             strict_empty)
+                             strict_empty, edges)
     try:
         summary = run_folder(src, dst, options, settings, model=model or settings.model,
                              batch_size=batch_size, threads=threads or os.cpu_count() or 2)

@@ -28,6 +28,7 @@ def test_defaults() -> None:
         "crop_margin": "0px",
         "max_side": None,
         "subject": "all",
+        "edges": "keep",
         "strict_empty": False,
     }
     assert options == OutputOptions.parse(None) == OutputOptions()
@@ -176,6 +177,23 @@ def test_bad_subject_policy_is_named() -> None:
     assert _error({"subject": "largest"}).startswith("subject: 'largest'")
 
 
+def test_edges_accepts_keep_and_clean_in_any_case() -> None:
+    assert OutputOptions.parse({"edges": " Clean "}).edges == "clean"
+    assert OutputOptions.parse({"edges": "keep"}).normalised()["edges"] == "keep"
+
+
+@pytest.mark.parametrize("value", ["decontaminate", "", 1, True])
+def test_bad_edges_value_is_named(value: object) -> None:
+    assert _error({"edges": value}).startswith("edges:")
+
+
+def test_clean_edges_with_the_alpha_channel_alone_normalise_to_keep() -> None:
+    # There is no colour to clean in a grey mask: one job, whichever was asked.
+    options = OutputOptions.parse({"channels": "alpha", "edges": "clean"})
+    assert options.edges == "keep"
+    assert options == OutputOptions.parse({"channels": "alpha"})
+
+
 def test_equivalent_requests_normalise_to_the_same_json() -> None:
     one = OutputOptions.parse(
         {
@@ -208,6 +226,7 @@ def test_different_requests_normalise_differently() -> None:
         {"format": "jpg"},
         {"channels": "alpha", "crop": True, "crop_margin": "2.5%", "subject": "main"},
         {"format": "webp", "bg_color": "navy", "max_side": 64, "strict_empty": True},
+        {"edges": "clean", "bg_color": "fff"},
     ],
 )
 def test_normalised_form_parses_back_to_the_same_options(raw: dict[str, Any]) -> None:
