@@ -164,7 +164,11 @@ class OutputOptions:
         )
 
     def normalised(self) -> dict[str, Any]:
-        """The canonical, JSON-ready form: every field present, one spelling per value."""
+        """The canonical, JSON-ready form: one spelling per value, and every field present,
+        but for fields added after jobs were first recorded (``edges``), which appear only when
+        they are not at their default: so the idempotency keys, options hashes and embedded
+        run ids of jobs recorded before them stay the same."""
+        later = {"edges": self.edges} if self.edges != "keep" else {}
         return {
             "format": self.format,
             "channels": self.channels,
@@ -173,8 +177,8 @@ class OutputOptions:
             "crop_margin": self.crop_margin.canonical(),
             "max_side": self.max_side,
             "subject": self.subject,
-            "edges": self.edges,
             "strict_empty": self.strict_empty,
+            **later,
         }
 
     @property

@@ -24,6 +24,10 @@ from pipeline.quality.metrics import recomposite_error
 RED = np.array([220, 30, 30], np.float32)
 GREEN = np.array([20, 180, 40], np.float32)
 
+# pymatting compiles its kernels with numba on first use in a fresh environment (over a
+# minute on 2 CPUs, cached afterwards): more than the default per-test limit allows.
+pytestmark = pytest.mark.timeout(600)
+
 
 def drawn(side: int = 96, edge: float = 8.0) -> tuple[npt.NDArray[np.uint8],
                                                     npt.NDArray[np.uint8]]:

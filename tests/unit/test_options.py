@@ -28,7 +28,6 @@ def test_defaults() -> None:
         "crop_margin": "0px",
         "max_side": None,
         "subject": "all",
-        "edges": "keep",
         "strict_empty": False,
     }
     assert options == OutputOptions.parse(None) == OutputOptions()
@@ -179,7 +178,22 @@ def test_bad_subject_policy_is_named() -> None:
 
 def test_edges_accepts_keep_and_clean_in_any_case() -> None:
     assert OutputOptions.parse({"edges": " Clean "}).edges == "clean"
-    assert OutputOptions.parse({"edges": "keep"}).normalised()["edges"] == "keep"
+    assert OutputOptions.parse({"edges": "clean"}).normalised()["edges"] == "clean"
+    assert OutputOptions.parse({"edges": "keep"}) == OutputOptions()
+
+
+def test_a_later_option_at_its_default_keeps_earlier_jobs_keys() -> None:
+    # Jobs recorded before `edges` existed hash to the same options hash (hence output key,
+    # idempotency key and embedded run id) as the same request today: these hashes were
+    # computed from the code before `edges` was added.
+    from pipeline.process import options_hash
+
+    assert options_hash(OutputOptions(), "u2netp") == "5cd30ccdde640711"
+    assert options_hash(OutputOptions.parse({"subject": "main", "format": "webp"}),
+                        "u2netp") == "2e357ec263300034"
+    assert OutputOptions.parse(OutputOptions().normalised()) == OutputOptions()
+    clean = OutputOptions.parse({"edges": "clean"})
+    assert OutputOptions.parse(clean.normalised()) == clean
 
 
 @pytest.mark.parametrize("value", ["decontaminate", "", 1, True])
