@@ -15,7 +15,8 @@ Each pass, in bounded batches:
      job was stamped, say). While anything waits, old messages are only waiting: re-sending
      them would double the queue, which is what autoscaling reads.
    Invariant (tested): the broker never holds more messages than there are queued jobs, but
-   for the messages of jobs that were claimed meanwhile (skipped by the worker).
+   for the messages of jobs that were claimed meanwhile (skipped by the worker), and those a
+   SIGKILLed worker held, which Redis returns after the visibility timeout (docs/RELIABILITY.md).
 
 Two reconcilers may run at once (a beat and a manual ``clipline reconcile``): the ledger hands
 out disjoint rows (``SKIP LOCKED``), and a duplicate message is harmless anyway, because a worker
