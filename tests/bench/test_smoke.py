@@ -123,6 +123,16 @@ def test_chaos() -> None:
                   r"^goal met: yes$")
 
 
+@pytest.mark.timeout(420)
+def test_edges(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first call compiles pymatting's kernels with numba in a fresh environment (over a
+    # minute here); the benchmark does it before its timings.
+    monkeypatch.setenv("CLIPLINE_MODELS_DIR", str(models_dir))
+    out = run("-m", "bench.edges", "--count", "1", timeout=400)
+    assert_prints(out, r"^engine \(decode, infer, compose, encode\): \d+ ms$",
+                  r"^edges work_side=  512: +\d+ ms +\(\d+\.\d\dx engine\); band drift ")
+
+
 def test_vs_rembg(models_dir: Path, tmp_path: Path) -> None:
     out = run("-m", "bench.vs_rembg", "--count", "2", "--rounds", "1", "--side", "320",
               "--floor-seconds", "0.5", "--models-dir", str(models_dir),
