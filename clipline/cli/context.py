@@ -24,18 +24,28 @@ def load_settings() -> Settings:
 def checked_ledger(settings: Settings) -> Any:
     """The SQL ledger of ``settings``; refused (InvalidSettings) unless its schema is at the
     newest migration this code ships."""
-    from pipeline.adapters.ledger.database import current_revision, head_revision, redact_url
     from pipeline.adapters.ledger.sql import SqlLedger
 
     ledger = SqlLedger.from_settings(settings)
-    found, wanted = current_revision(ledger.engine), head_revision()
-    if found != wanted:
+    try:
+        require_newest_schema(ledger.engine, settings.ledger_url)
+    except InvalidSettings:
         ledger.close()
+        raise
+    return ledger
+
+
+def require_newest_schema(engine: Any, url: str) -> None:
+    """Raise InvalidSettings (one line, naming the fix) unless the database behind ``engine``
+    is at the newest migration this code ships."""
+    from pipeline.adapters.ledger.database import current_revision, head_revision, redact_url
+
+    found, wanted = current_revision(engine), head_revision()
+    if found != wanted:
         raise InvalidSettings(
-            f"the ledger at {redact_url(settings.ledger_url)} is at schema {found or 'none'}, "
+            f"the ledger at {redact_url(url)} is at schema {found or 'none'}, "
             f"this code needs {wanted}: run `clipline db upgrade`"
         )
-    return ledger
 
 
 def celery_queue(settings: Settings | None = None) -> Any:

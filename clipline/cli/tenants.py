@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from clipline.cli.context import require_newest_schema
 from pipeline import fields
-from pipeline.errors import InvalidField, UsageError
+from pipeline.errors import InvalidField, InvalidSettings, UsageError
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,10 +23,19 @@ app = typer.Typer(help="Tenants and their API keys (for `clipline api`).", no_ar
 
 
 def _store() -> TenantStore:
+    """The tenants table; refused with one line unless the ledger's schema is the newest (an
+    older one lacks columns the store reads, e.g. ``allow_any`` before 0007)."""
     from pipeline.adapters.ledger.database import make_engine
     from pipeline.adapters.ledger.tenants import TenantStore
 
-    return TenantStore(make_engine(Settings().ledger_url))
+    url = Settings().ledger_url
+    engine = make_engine(url)
+    try:
+        require_newest_schema(engine, url)
+    except InvalidSettings:
+        engine.dispose()
+        raise
+    return TenantStore(engine)
 
 
 @app.command("create")

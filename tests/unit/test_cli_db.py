@@ -30,3 +30,18 @@ def test_a_url_that_is_not_one_is_one_line_without_echoing_it(
     assert code == 2
     assert "is not a database URL" in err and "secret" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_tenants_against_an_older_schema_say_to_upgrade(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    # A ledger at 0006 has no tenants.allow_any: the tenants commands used to fail with the
+    # database's "no such column"; now they name the fix, as every other command does.
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    code, _, err = clipline(monkeypatch, capsys, "db", "upgrade", "0006", "--url", url)
+    assert code == 0, err
+    monkeypatch.setenv("CLIPLINE_DATABASE_URL", url)
+    code, _, err = clipline(monkeypatch, capsys, "tenants", "show", "acme")
+    assert code == 2
+    assert err.startswith("clipline: invalid_settings: ") and "run `clipline db upgrade`" in err
+    assert len(err.strip().splitlines()) == 1
