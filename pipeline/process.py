@@ -88,7 +88,8 @@ def finish(
     decoded, timings = prepared.decoded, prepared.timings
     with timings.stage("compose"):
         subject = find_subject(
-            mask, decoded.size, policy=options.subject, strict_empty=options.strict_empty
+            mask, decoded.size, policy=options.subject, strict_empty=options.strict_empty,
+            image=prepared.model_input,
         )
     rgba = decoded.rgba
     if options.edges == "clean":

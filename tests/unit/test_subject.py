@@ -9,8 +9,10 @@ from PIL import Image
 from scipy import ndimage
 
 from pipeline.errors import EmptyMask, ModelError
+from pipeline.focus import component_focus, grey, relative_focus
 from pipeline.subject import (
     BBOX_ALPHA,
+    FOCUS_RATIO,
     alpha_bbox,
     find_subject,
     uncertainty,
@@ -156,6 +158,7 @@ def test_policy_main_drops_a_small_blob_with_its_reason() -> None:
             "reason": "small",
             "bbox": list(dropped.bbox),
             "area_fraction": round(dropped.area_fraction, 6),
+            "relative_focus": None,
         }
     ]
 
@@ -213,3 +216,93 @@ def test_metadata_is_json_ready() -> None:
         "empty": False,
         "dropped": [],
     }
+
+
+# Focus (pipeline.focus): drawn scenes, textured with noise so that blur shows.
+
+
+def _scene(
+    discs: list[tuple[float, float, float, float]], seed: int = 0
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
+    """(mask, model input) for discs (cy, cx, radius, blur sigma) of noise on a grey ground."""
+    rng = np.random.default_rng(seed)
+    image = np.full((MODEL, MODEL), 128.0, np.float32)
+    mask = np.zeros((MODEL, MODEL), np.float32)
+    for cy, cx, radius, sigma in discs:
+        disc = _disc(cy, cx, radius)
+        texture = rng.uniform(0, 255, (MODEL, MODEL)).astype(np.float32)
+        if sigma > 0:
+            texture = np.asarray(ndimage.gaussian_filter(texture, sigma), np.float32)
+        image = np.where(disc > 0, texture, image)
+        mask = np.maximum(mask, disc)
+    rgb = np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., np.newaxis], 3, axis=2)
+    return _soft(mask), rgb
+
+
+def test_blurred_second_object_is_dropped_out_of_focus() -> None:
+    mask, image = _scene([(160, 100, 70, 0.0), (160, 240, 50, 6.0)])
+    subject = find_subject(mask, (MODEL, MODEL), policy="main", image=image)
+    assert [d.reason for d in subject.dropped] == ["out_of_focus"]
+    dropped = subject.dropped[0]
+    assert dropped.relative_focus is not None and dropped.relative_focus < FOCUS_RATIO
+    assert subject.alpha[160, 240] == 0 and subject.alpha[160, 100] == 255
+    assert subject.kept is not None and [k.role for k in subject.kept] == ["main"]
+    assert subject.kept[0].portability == pytest.approx(1.0)
+    meta = subject.to_metadata()
+    assert meta["dropped"][0]["reason"] == "out_of_focus"
+    assert meta["kept"][0]["role"] == "main"
+
+
+def test_two_sharp_objects_of_similar_size_are_both_kept() -> None:
+    mask, image = _scene([(160, 90, 60, 0.0), (160, 230, 58, 0.0)], seed=1)
+    subject = find_subject(mask, (MODEL, MODEL), policy="main", image=image)
+    assert subject.dropped == ()
+    assert subject.kept is not None and [k.role for k in subject.kept] == ["main", "kept"]
+    other = subject.kept[1]
+    assert other.relative_focus == pytest.approx(1.0, abs=0.2)
+    assert 0.8 < other.portability <= 1.0
+
+
+def test_large_blurred_object_stays_main_and_small_sharp_one_is_kept() -> None:
+    # The rule measures focus against the largest part and never drops that one: a small sharp
+    # object beside a large blurred one is kept (relative focus > 1), the blurred one stays.
+    mask, image = _scene([(160, 110, 90, 6.0), (160, 260, 35, 0.0)], seed=2)
+    subject = find_subject(mask, (MODEL, MODEL), policy="main", image=image)
+    assert subject.dropped == ()
+    assert subject.kept is not None and [k.role for k in subject.kept] == ["main", "kept"]
+    small = subject.kept[1]
+    assert small.relative_focus is not None and small.relative_focus > 1.0
+    assert subject.alpha[160, 110] == 255 and subject.alpha[160, 260] == 255
+
+
+def test_without_the_image_focus_is_not_scored() -> None:
+    mask, _ = _scene([(160, 100, 70, 0.0), (160, 240, 50, 6.0)])
+    subject = find_subject(mask, (MODEL, MODEL), policy="main")
+    assert subject.dropped == ()
+    assert subject.kept is not None and all(k.relative_focus is None for k in subject.kept)
+
+
+def test_policy_all_ignores_focus_and_keeps_its_metadata() -> None:
+    mask, image = _scene([(160, 100, 70, 0.0), (160, 240, 50, 6.0)])
+    with_image = find_subject(mask, (640, 480), image=image)
+    without = find_subject(mask, (640, 480))
+    assert np.array_equal(with_image.alpha, without.alpha)
+    assert np.array_equal(with_image.alpha, upscale_mask(mask, (640, 480)))
+    assert with_image.to_metadata() == without.to_metadata()
+    assert set(without.to_metadata()) == {
+        "bbox", "foreground_fraction", "uncertainty", "empty", "dropped"
+    }
+
+
+def test_focus_flat_main_component_makes_every_relative_focus_one() -> None:
+    labels = np.zeros((20, 20), np.int32)
+    labels[2:10, 2:10] = 1
+    labels[12:18, 12:18] = 2
+    image = np.full((20, 20, 3), 90, np.uint8)
+    image[12:18, 12:18] = np.random.default_rng(0).integers(0, 255, (6, 6, 3), dtype=np.uint8)
+    assert relative_focus(component_focus(image, labels, 2), 0).tolist() == [1.0, 1.0]
+
+
+def test_focus_rejects_a_bad_image_shape() -> None:
+    with pytest.raises(ValueError):
+        grey(np.zeros((4, 4, 1), np.uint8), (4, 4))
