@@ -74,7 +74,7 @@ def _number(value: object) -> bool:
 
 def _shape_problem(data: Mapping[str, Any]) -> str | None:
     """What is wrong with a report's shape (checked before any model runs), or None."""
-    names = HIGHER_IS_BETTER.keys()
+    names = METRICS
     sets = data["sets"]
     if not isinstance(sets, list) or not all(
             isinstance(s, dict) and isinstance(s.get("name"), str)

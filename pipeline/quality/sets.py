@@ -175,7 +175,7 @@ def _item(root: Path, stem: str, class_name: str, image: Path, composite: bool) 
     mask = root / "masks" / f"{stem}.png"
     if not mask.is_file():
         raise InvalidEvalSet(f"{image}: no mask (expected {mask})")
-    size = _size(image)
+    size, _ = _header(image)
     _check(mask, size, image, "mask")
     foreground: Path | None = None
     if composite:
@@ -186,21 +186,20 @@ def _item(root: Path, stem: str, class_name: str, image: Path, composite: bool) 
     return SetItem(stem, class_name, image, mask, foreground, size)
 
 
-def _size(path: Path) -> tuple[int, int]:
+def _header(path: Path) -> tuple[tuple[int, int], str]:
+    """(width, height) and mode of an image, from its header; InvalidEvalSet if unreadable."""
     try:
         with Image.open(path) as img:
-            return img.size
+            return img.size, img.mode
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise InvalidEvalSet(f"{path}: cannot be read as an image ({exc})") from exc
 
 
 def _check(path: Path, size: tuple[int, int], image: Path, what: str) -> None:
-    found = _size(path)  # refuses what cannot be read at all
-    if what == "mask":
-        with Image.open(path) as mask:  # only the header is read here
-            if mask.mode not in ("L", "1"):
-                raise InvalidEvalSet(f"{path}: mask mode {mask.mode}, expected 8-bit grey (L) "
-                                     "or 1-bit (convert it, e.g. with Pillow's convert('L'))")
+    found, mode = _header(path)
+    if what == "mask" and mode not in ("L", "1"):
+        raise InvalidEvalSet(f"{path}: mask mode {mode}, expected 8-bit grey (L) "
+                             "or 1-bit (convert it, e.g. with Pillow's convert('L'))")
     if found != size:
         raise InvalidEvalSet(f"{path}: {what} is {found[0]}x{found[1]}, its image {image.name} "
                              f"is {size[0]}x{size[1]}")
