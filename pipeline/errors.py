@@ -28,6 +28,7 @@ Every failure that reaches the ledger is one of two kinds, and nothing else deci
         ├── UnsupportedMode        unsupported_mode      a pixel mode we cannot convert
         ├── EmptyMask              empty_mask            nothing found, and the caller was strict
         ├── InvalidOptions         invalid_options       output options that cannot be honoured
+        ├── InvalidLayers          invalid_layers        layers a layered file cannot hold
         ├── OutputCollision        output_collision      the output file belongs to another source
         ├── OutputNameTooLong      output_name_too_long  the file system refuses the output's name
         └── ModelError             model_error           missing file, wrong checksum, bad graph
@@ -225,6 +226,14 @@ class EmptyMask(PermanentError):
 class InvalidOptions(PermanentError):
     reason = "invalid_options"
     default_message = "the output options are invalid"
+
+
+class InvalidLayers(PermanentError):
+    """Layers that a layered file (``pipeline.imaging.layered``) cannot hold: none, sizes or
+    shapes that differ, a name empty, repeated or unprintable, a canvas over the format's limit."""
+
+    reason = "invalid_layers"
+    default_message = "the layers cannot be written as a layered file"
 
 
 class OutputCollision(PermanentError):
