@@ -1,7 +1,8 @@
 """Layered files for designers: one layer per part of a cut-out, as Photoshop PSD or OpenRaster.
 
-Pure: layers in, bytes out; no I/O. Both formats are read by GIMP (and Krita, Photopea; ORA by
-MyPaint too), so a designer can switch the parts Clipline dropped back on, or the original off.
+Pure: layers in, bytes out; no I/O. GIMP opens both formats (Krita and Photopea too; ORA is also
+MyPaint's), so a designer can switch the parts Clipline dropped back on, or the original off. The
+tests read the files back with psd-tools and with zipfile + Pillow, not with GIMP itself.
 
 **Layers run top to bottom**, as a layers panel lists them and as OpenRaster's ``stack.xml`` does:
 ``layers[0]`` is drawn last, over all the others. Each layer is the whole canvas, [H, W, 4] uint8
@@ -29,8 +30,8 @@ format stores them. The merged image, for viewers that show only it, is psd-tool
 visible layers, made on save; its alpha is the first extra channel, flagged as the spec says by a
 negative layer count ("its absolute value is the number of layers and the first alpha channel
 contains the transparency data for the merged result"). psd-tools stores the merged colour matted
-over white, Photoshop's convention: psd-tools and Photoshop undo it on reading, Pillow's PSD reader
-does not (its colour is over white, its alpha right). Layer names are written as Photoshop writes
+over white, Photoshop's convention, and psd-tools undoes it on reading; Pillow's PSD reader does
+not (its colour is over white, its alpha right). Layer names are written as Photoshop writes
 them: a Unicode copy, and a Mac Roman Pascal string ("?" for a name Mac Roman cannot spell).
 
 Limits (``InvalidLayers``, a permanent failure): at least 1 and at most ``MAX_LAYERS`` layers, all
