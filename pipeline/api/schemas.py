@@ -83,7 +83,7 @@ class JobRequest(BaseModel):
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Output options, the engine's names: format, channels, bg_color, crop, "
-        "crop_margin, max_side, subject, edges, strict_empty.")
+        "crop_margin, max_side, subject, edges, strict_empty, layers.")
     priority: Priority | None = Field(
         default=None, description="Higher first; at or above the interactive threshold the job "
         "goes to the interactive queue. Default 5.")
