@@ -16,7 +16,9 @@ So recomposing with the job's own selection (every part but the ``dropped`` ones
 job's output byte for byte, and hiding one part clears exactly the pixels it owns. Showing no
 part gives an empty (transparent) output, even under ``strict_empty``: it was asked for.
 
-``part_layers`` gives one full-size RGBA layer per part (for a layered designer file).
+``part_layers`` gives one full-size RGBA layer per part, named and flagged visible, for a
+layered designer file: its fields are those of ``pipeline.imaging.layered.Layer``, so a PSD or
+ORA output is ``encode_layered(fmt, [Layer(p.name, p.rgba, p.visible) for p in parts])``.
 
 Errors: ``UnknownLayer`` for an id the mask does not have; ``JobNotSucceeded`` and
 ``LayersNotRecorded`` (``stored_layers``) for a job that has no layers to recompose; the

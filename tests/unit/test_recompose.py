@@ -258,3 +258,13 @@ def test_selection_keys_are_deterministic_and_apart() -> None:
     assert selection_key(key, {0}).startswith("cutouts/acme/j.layers-")
     assert selection_key(key, {0}).endswith(".png")
     assert layers_mask_key(key) == "cutouts/acme/j.mask.png"
+
+
+def test_the_option_is_a_boolean_left_out_of_the_canonical_form_when_off() -> None:
+    assert "layers" not in OutputOptions.parse({"layers": False}).normalised()
+    assert "layers" not in OutputOptions().normalised()  # old jobs keep their identity
+    on = OutputOptions.parse({"layers": "true"})
+    assert on.layers is True and on.normalised()["layers"] is True
+    assert OutputOptions.parse(on.normalised()) == on
+    with pytest.raises(errors.InvalidOptions, match="layers"):
+        OutputOptions.parse({"layers": "some"})
