@@ -31,7 +31,8 @@ Every failure that reaches the ledger is one of two kinds, and nothing else deci
         ├── InvalidLayers          invalid_layers        layers a layered file cannot hold
         ├── OutputCollision        output_collision      the output file belongs to another source
         ├── OutputNameTooLong      output_name_too_long  the file system refuses the output's name
-        └── ModelError             model_error           missing file, wrong checksum, bad graph
+        ├── ModelError             model_error           missing file, wrong checksum, bad graph
+        └── UnknownLayer           unknown_layer         recompose: a part id the mask does not have
 
 An *outage* is a transient failure that says a shared dependency is down rather than that the
 job is at fault. It does not spend the job's attempts: the job waits out the outage, up to the
@@ -42,8 +43,9 @@ Vendor exceptions (botocore, tritonclient, sqlalchemy, PIL) are translated into 
 adapter that called the vendor, with ``raise ... from exc``.
 
 Ledger refusals are not job failures: they tell a caller that the state it assumed is gone.
-``LeaseLost`` (a stale or foreign lease token), ``JobNotFound`` and ``TransitionRefused``
-derive from ``LedgerRefusal``.
+``LeaseLost`` (a stale or foreign lease token), ``JobNotFound``, ``TransitionRefused`` and the
+two refusals to recompose a job (``JobNotSucceeded``, ``LayersNotRecorded``; see
+``pipeline.recompose``) derive from ``LedgerRefusal``.
 
 Requests refused before any job exists derive from ``UsageError`` (nothing recorded, nothing
 to retry): bad settings, fields, manifests, cursors and events; ``OpenTenantsUndecided`` (an
@@ -254,6 +256,13 @@ class ModelError(PermanentError):
     default_message = "the segmentation model is missing or invalid"
 
 
+class UnknownLayer(PermanentError):
+    """A recompose asked for a part id that the job's layers mask does not have."""
+
+    reason = "unknown_layer"
+    default_message = "no part of the mask has that id"
+
+
 # -- ledger refusals --------------------------------------------------------------------------
 
 
@@ -288,6 +297,18 @@ class TransitionRefused(LedgerRefusal):
     """The job's status does not allow the asked-for transition (e.g. cancelling a finished job)."""
 
     reason = "transition_refused"
+
+
+class JobNotSucceeded(LedgerRefusal):
+    """Recompose needs a job that has succeeded (its output and mask exist)."""
+
+    reason = "job_not_succeeded"
+
+
+class LayersNotRecorded(LedgerRefusal):
+    """Recompose needs a job that was run with the option ``layers`` (its mask was stored)."""
+
+    reason = "layers_not_recorded"
 
 
 PERMANENT_REASONS: frozenset[str] = frozenset(

@@ -30,6 +30,13 @@ Steps and the numbers behind them:
   0.2 x (not touching the frame)``; the main component inside the frame scores 1.0. Unknown
   focus counts as 1. Every dropped part carries its reason and its relative focus (None when not
   measured). Policy ``all`` scores nothing and its metadata has no ``kept`` key.
+* **Layers** (``layers=True``, the job option of that name): the metadata also lists every
+  part in label order (``pipeline.parts``: id = label - 1), each with its role (``main``,
+  ``kept`` or ``dropped``), bbox, area, relative focus, drop reason (dropped parts) and
+  portability (the others). Under ``main`` the roles are the selection's. Under ``all``
+  nothing is dropped: the largest part is ``main`` and every other ``kept``, scored the same
+  way. Parts and the pixels each one owns are defined once, in ``pipeline.parts``, for
+  selection here and for ``pipeline.recompose`` alike.
 * **Alpha** = ``uint8(mask * 255)`` (truncated, as rembg does), resized to the source size with
   bilinear filtering. rembg uses LANCZOS; on a blurred-blob test mask upscaled 320->2048 bilinear
   gives IoU 0.9998 at alpha >= 128 (max difference 7/255, mean 0.1/255) in half the time
@@ -62,18 +69,19 @@ from scipy import ndimage
 from pipeline.errors import EmptyMask, ModelError
 from pipeline.focus import component_focus, relative_focus
 from pipeline.options import SubjectPolicy
+from pipeline.parts import PART_THRESHOLD, PartMap, hide_parts, label_parts, quantise
 
 Bbox = tuple[int, int, int, int]
 
-COMPONENT_THRESHOLD = 0.5
+COMPONENT_THRESHOLD = PART_THRESHOLD
 SMALL_RATIO = 0.05
 EDGE_RATIO = 0.25
 FOCUS_RATIO = 0.0025
 BBOX_ALPHA = 26
 LOW = 0.1
 HIGH = 0.9
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 DropReason = Literal["small", "cut_by_frame", "out_of_focus"]
+Role = Literal["main", "kept", "dropped"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,45 @@ class KeptComponent:
         }
 
 
+@dataclass(frozen=True)
+class Part:
+    """One part of the mask as the ``layers`` metadata lists it (``pipeline.parts``)."""
+
+    id: int
+    """Its label - 1: 0, 1, 2, ... in labelling order; stable for a given mask."""
+    role: Role
+    bbox: Bbox
+    """In source pixels (x, y, w, h), scaled from the model-size mask."""
+    area_fraction: float
+    """Its area (mask >= 0.5) as a share of the image."""
+    relative_area: float
+    """Its area over the main (largest) part's, in (0, 1]."""
+    relative_focus: float | None
+    """Its focus over the main part's; None when no image was given."""
+    at_edge: bool
+    reason: DropReason | None = None
+    """Why selection dropped it (role ``dropped`` only)."""
+
+    @property
+    def portability(self) -> float | None:
+        """``portability()`` of a shown part; None for a dropped one."""
+        if self.role == "dropped":
+            return None
+        return portability(self.relative_area, self.relative_focus, self.at_edge)
+
+    def to_metadata(self) -> dict[str, Any]:
+        score = self.portability
+        return {
+            "id": self.id,
+            "role": self.role,
+            "bbox": list(self.bbox),
+            "area_fraction": round(self.area_fraction, 6),
+            "relative_focus": _rounded(self.relative_focus),
+            "reason": self.reason,
+            "portability": None if score is None else round(score, 6),
+        }
+
+
 @dataclass(frozen=True, eq=False)
 class Subject:
     alpha: npt.NDArray[np.uint8] = field(repr=False)
@@ -140,6 +187,8 @@ class Subject:
     dropped: tuple[DroppedComponent, ...] = ()
     kept: tuple[KeptComponent, ...] | None = None
     """The parts ``main`` kept, scored; None under policy ``all`` (which scores nothing)."""
+    layers: tuple[Part, ...] | None = None
+    """Every part in label order, when asked for (``layers=True``); else None."""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -154,6 +203,8 @@ class Subject:
             "empty": self.empty,
             "dropped": [d.to_metadata() for d in self.dropped],
             **({} if self.kept is None else {"kept": [k.to_metadata() for k in self.kept]}),
+            **({} if self.layers is None
+               else {"layers": [p.to_metadata() for p in self.layers]}),
         }
 
 
@@ -164,16 +215,22 @@ def find_subject(
     policy: SubjectPolicy = "all",
     strict_empty: bool = False,
     image: npt.NDArray[np.uint8] | None = None,
+    layers: bool = False,
 ) -> Subject:
     """Select, upscale and describe the subject; ``EmptyMask`` only when ``strict_empty``.
 
     ``image`` is the model's input (RGB uint8 [h, w, 3]); ``main`` scores focus from it and
-    drops ``out_of_focus`` parts only when it is given. ``all`` ignores it."""
-    mask = _checked(mask)
+    drops ``out_of_focus`` parts only when it is given. ``all`` ignores it, but for the
+    ``layers`` list (``layers=True``), whose parts it scores."""
+    mask = check_mask(mask)
     dropped: tuple[DroppedComponent, ...] = ()
     kept: tuple[KeptComponent, ...] | None = None
+    parts: list[Part] = []
     if policy == "main":
-        mask, dropped, kept = _keep_main(mask, source_size, image)
+        mask, parts = _keep_main(mask, source_size, image)
+        dropped, kept = _dropped(parts), _kept(parts)
+    elif layers:
+        parts = _parts(label_parts(mask), source_size, image, drop=False)
     alpha = upscale_mask(mask, source_size)
     bbox = alpha_bbox(alpha)
     if bbox is None and strict_empty:
@@ -186,6 +243,7 @@ def find_subject(
         empty=bbox is None,
         dropped=dropped,
         kept=kept,
+        layers=tuple(parts) if layers else None,
     )
 
 
@@ -193,7 +251,7 @@ def upscale_mask(
     mask: npt.NDArray[np.floating[Any]], size: tuple[int, int]
 ) -> npt.NDArray[np.uint8]:
     """Model-size float mask -> uint8 alpha at ``size`` (width, height), as rembg scales it."""
-    small: npt.NDArray[np.uint8] = (np.clip(mask, 0.0, 1.0) * 255).astype(np.uint8)
+    small = quantise(mask)
     if small.shape == (size[1], size[0]):
         return small
     resized = Image.fromarray(small).resize(size, Image.Resampling.BILINEAR)
@@ -218,7 +276,8 @@ def uncertainty(mask: npt.NDArray[np.floating[Any]]) -> float:
     return int(np.count_nonzero(mask < HIGH) - np.count_nonzero(mask <= LOW)) / marked
 
 
-def _checked(mask: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
+def check_mask(mask: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
+    """``mask`` as float32 [h, w]; ``ModelError`` for another shape, NaN or infinity."""
     if mask.ndim != 2 or 0 in mask.shape:
         raise ModelError(f"expected one [h, w] mask, got shape {mask.shape}")
     if not np.isfinite(mask).all():
@@ -229,43 +288,55 @@ def _checked(mask: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
 def _keep_main(
     mask: npt.NDArray[np.float32], source_size: tuple[int, int],
     image: npt.NDArray[np.uint8] | None,
-) -> tuple[npt.NDArray[np.float32], tuple[DroppedComponent, ...], tuple[KeptComponent, ...]]:
-    labels, count = ndimage.label(mask >= COMPONENT_THRESHOLD, structure=_EIGHT_CONNECTED)
+) -> tuple[npt.NDArray[np.float32], list[Part]]:
+    """The mask with the dropped parts' pixels cleared (``pipeline.parts.hide_parts``: a
+    dropped part's soft halo goes with it), and every part in label order."""
+    found = label_parts(mask)
+    parts = _parts(found, source_size, image, drop=True)
+    cleaned = hide_parts(mask, found, [p.id + 1 for p in parts if p.role == "dropped"])
+    return cleaned, parts
+
+
+def _parts(
+    found: PartMap, source_size: tuple[int, int], image: npt.NDArray[np.uint8] | None,
+    *, drop: bool,
+) -> list[Part]:
+    """Every part scored, in label order; with ``drop`` the non-main ones that fail a rule
+    are ``dropped`` with its reason, else they are all ``kept``."""
+    labels, count = found.labels, found.count
     if count == 0:
-        return mask, (), ()
+        return []
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     main = int(np.argmax(areas))
     largest = int(areas[main])
     focus = None if image is None else relative_focus(component_focus(image, labels, count), main)
-    slices = ndimage.find_objects(labels)
-    h, w = mask.shape
-    drop: dict[int, DroppedComponent] = {}
-    kept: list[KeptComponent] = []
-    for index, (area, box) in enumerate(zip(areas, slices, strict=True), start=1):
-        rel_focus = None if focus is None else float(focus[index - 1])
+    h, w = labels.shape
+    parts: list[Part] = []
+    for index, (area, box) in enumerate(zip(areas, ndimage.find_objects(labels), strict=True)):
+        rel_focus = None if focus is None else float(focus[index])
         rows, cols = box
         at_edge = rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w
-        reason = (
-            None if index - 1 == main else _drop_reason(int(area) / largest, at_edge, rel_focus)
-        )
-        bbox = _scale_box(box, (h, w), source_size)
-        share = float(area) / (h * w)
-        if reason is not None:
-            drop[index] = DroppedComponent(reason, bbox, share, rel_focus)
-        else:
-            kept.append(KeptComponent(
-                "main" if index - 1 == main else "kept", bbox, share, int(area) / largest,
-                rel_focus, at_edge,
-            ))
+        reason = (None if index == main or not drop
+                  else _drop_reason(int(area) / largest, at_edge, rel_focus))
+        role: Role = "main" if index == main else "kept" if reason is None else "dropped"
+        parts.append(Part(index, role, _scale_box(box, (h, w), source_size),
+                          float(area) / (h * w), int(area) / largest, rel_focus, at_edge,
+                          reason))
+    return parts
+
+
+def _dropped(parts: list[Part]) -> tuple[DroppedComponent, ...]:
+    return tuple(DroppedComponent(p.reason, p.bbox, p.area_fraction, p.relative_focus)
+                 for p in parts if p.reason is not None)
+
+
+def _kept(parts: list[Part]) -> tuple[KeptComponent, ...]:
+    """The shown parts, the main one first, then in label order."""
+    kept = [KeptComponent("main" if p.role == "main" else "kept", p.bbox, p.area_fraction,
+                          p.relative_area, p.relative_focus, p.at_edge)
+            for p in parts if p.reason is None]
     kept.sort(key=lambda part: part.role != "main")
-    if not drop:
-        return mask, (), tuple(kept)
-    # Each pixel belongs to its nearest component, so a dropped one's soft halo goes with it.
-    _, (iy, ix) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
-    owner = labels[iy, ix]
-    cleaned = mask.copy()
-    cleaned[np.isin(owner, list(drop))] = 0.0
-    return cleaned, tuple(drop[i] for i in sorted(drop)), tuple(kept)
+    return tuple(kept)
 
 
 def _drop_reason(

@@ -36,10 +36,11 @@ console = Console(stderr=True, soft_wrap=True)
 def output_options(
     fmt: str, channels: str, bg_color: str | None, crop: bool, crop_margin: str,
     max_side: int | None, subject: str, strict_empty: bool, edges: str = "keep",
+    layers: bool = False,
 ) -> OutputOptions:
     raw: dict[str, Any] = {
         "format": fmt, "channels": channels, "crop": crop, "crop_margin": crop_margin,
-        "subject": subject, "edges": edges, "strict_empty": strict_empty,
+        "subject": subject, "edges": edges, "strict_empty": strict_empty, "layers": layers,
     }
     if bg_color:
         raw["bg_color"] = bg_color
@@ -68,6 +69,9 @@ def run(
                               "estimation; alpha unchanged; slower)."),
     strict_empty: bool = typer.Option(False, help="An image with no subject fails (empty_mask) "
                                       "instead of giving an empty cut-out."),
+    layers: bool = typer.Option(False, help="Record every part of each mask (id, role, "
+                                "bbox) and keep the mask in DST/.clipline/layers/, so "
+                                "`clipline recompose` can switch parts on and off later."),
     model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2netp)."),
     batch_size: int = typer.Option(8, min=1, max=256, help="Images per model call."),
     threads: int = typer.Option(0, min=0, help="Decode/encode threads (0: one per CPU)."),
@@ -93,7 +97,7 @@ def run(
     # The summary lists failures; the console log shows only what the summary cannot.
     logs.configure(settings.log_format if settings.log_format != "auto" else "console", "ERROR")
     options = output_options(fmt, channels, bg_color, crop, crop_margin, max_side, subject,
-                             strict_empty, edges)
+                             strict_empty, edges, layers)
     try:
         summary = run_folder(src, dst, options, settings, model=model or settings.model,
                              batch_size=batch_size, threads=threads or os.cpu_count() or 2)

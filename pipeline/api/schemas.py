@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    StrictInt,
     WithJsonSchema,
 )
 
@@ -21,6 +22,8 @@ from pipeline.jobs import Job, JobStatus
 from pipeline.paging import MAX_CURSOR_CHARS
 
 MAX_INLINE_ITEMS = 10_000
+MAX_LAYER_IDS = 10_000
+MAX_LAYER_ID = 1_000_000
 NO_CONTROLS = r"^[^\x00-\x1f\x7f-\x9f]*$"
 
 
@@ -80,7 +83,7 @@ class JobRequest(BaseModel):
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Output options, the engine's names: format, channels, bg_color, crop, "
-        "crop_margin, max_side, subject, edges, strict_empty.")
+        "crop_margin, max_side, subject, edges, strict_empty, layers.")
     priority: Priority | None = Field(
         default=None, description="Higher first; at or above the interactive threshold the job "
         "goes to the interactive queue. Default 5.")
@@ -202,6 +205,35 @@ class RedriveRequest(BaseModel):
 
 class RedriveResult(BaseModel):
     redriven: int
+
+
+def distinct_ids(ids: list[int]) -> list[int]:
+    if len(set(ids)) != len(ids):
+        raise ValueError("each part id at most once")
+    return ids
+
+
+LayerId = Annotated[StrictInt, Field(ge=0, le=MAX_LAYER_ID)]
+
+
+class RecomposeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layers: Annotated[list[LayerId], AfterValidator(distinct_ids)] = Field(
+        max_length=MAX_LAYER_IDS,
+        description="The ids of the parts to show (the `id`s of the job's `result.layers`), "
+        "each once; the others are hidden. `[]` shows none: a transparent output.")
+
+
+class RecomposeView(BaseModel):
+    output: Output
+    layers: list[dict[str, Any]] = Field(
+        description="The job's `result.layers`, each part with `shown` (bool) added.")
+    bytes: int
+    content_type: str
+    result: dict[str, Any] = Field(
+        description="What the recomposition records: bbox, foreground_fraction, empty, "
+        "output_size, crop_box, shown.")
 
 
 class ProblemView(BaseModel):
