@@ -16,9 +16,12 @@ So recomposing with the job's own selection (every part but the ``dropped`` ones
 job's output byte for byte, and hiding one part clears exactly the pixels it owns. Showing no
 part gives an empty (transparent) output, even under ``strict_empty``: it was asked for.
 
-``part_layers`` gives one full-size RGBA layer per part, named and flagged visible, for a
-layered designer file: its fields are those of ``pipeline.imaging.layered.Layer``, so a PSD or
-ORA output is ``encode_layered(fmt, [Layer(p.name, p.rgba, p.visible) for p in parts])``.
+``part_layers`` gives one full-size RGBA layer per part, named and flagged visible;
+``layered_file`` writes them as a designer's PSD or OpenRaster file
+(``pipeline.imaging.layered``): the main part on top, then the kept and the dropped ones in id
+order (a part not shown is a hidden layer), and the untouched source as a hidden ``original``
+at the bottom. Its memory is one [H, W, 4] array per layer, so it is refused
+(``InvalidLayers``) when the layers would take more than ``LAYERED_MAX_BYTES``.
 
 Errors: ``UnknownLayer`` for an id the mask does not have; ``JobNotSucceeded`` and
 ``LayersNotRecorded`` (``stored_layers``) for a job that has no layers to recompose; the
@@ -38,12 +41,14 @@ import numpy.typing as npt
 
 from pipeline.errors import (
     CorruptImage,
+    InvalidLayers,
     JobNotSucceeded,
     LayersNotRecorded,
     UnknownLayer,
 )
 from pipeline.imaging.compose import cut_out, multiply_alpha
-from pipeline.imaging.decode import DEFAULT_LIMITS, DecodeLimits, decode
+from pipeline.imaging.decode import DEFAULT_LIMITS, DecodedImage, DecodeLimits, decode
+from pipeline.imaging.layered import CONTENT_TYPE, Layer, LayeredFormat, encode_layered
 from pipeline.jobs import Job, JobStatus
 from pipeline.options import OutputOptions
 from pipeline.parts import dequantise, hide_parts, label_parts
@@ -53,6 +58,9 @@ from pipeline.subject import alpha_bbox, upscale_mask
 MASK_LIMITS = DecodeLimits(max_pixels=4096 * 4096, max_bytes=64 * 1024 * 1024,
                            formats=frozenset({"PNG"}))
 """A stored mask is at model size (320x320 to 1024x1024): far below these."""
+LAYERED_MAX_BYTES = 768 * 1024 * 1024
+"""The most that a layered file's full-size RGBA layers may take in memory together (a 2048x2048
+source: 48 layers)."""
 
 
 @dataclass(frozen=True)
@@ -94,13 +102,18 @@ def selection_digest(shown: Collection[int]) -> str:
     return hashlib.sha256(",".join(map(str, sorted(shown))).encode()).hexdigest()[:12]
 
 
-def selection_key(output: str, shown: Collection[int]) -> str:
+def selection_key(output: str, shown: Collection[int], *, extension: str | None = None) -> str:
     """The output key (or name) of a recomposition: the job's own ``output`` with
-    ``.layers-<selection_digest>`` before its extension. The same set always gives the same
-    key, so asking again overwrites the same object."""
+    ``.layers-<selection_digest>`` before its extension (or before ``extension``, e.g.
+    ``".psd"``, which then replaces it). The same set always gives the same key, so asking
+    again overwrites the same object."""
     digest = selection_digest(shown)
     stem, dot, ext = output.rpartition(".")
-    return f"{stem}.layers-{digest}.{ext}" if dot else f"{output}.layers-{digest}"
+    if not dot:
+        stem, ext = output, ""
+    if extension is not None:
+        ext = extension.lstrip(".")
+    return f"{stem}.layers-{digest}.{ext}" if ext else f"{stem}.layers-{digest}"
 
 
 def read_mask(data: bytes) -> npt.NDArray[np.uint8]:
@@ -174,7 +187,13 @@ def part_layers(
     multiplied in). ``parts`` is the job's ``layers`` metadata (names and roles); ``shown``
     the visible ids (default: the job's own selection). Memory: one [H, W, 4] array per part;
     the caller bounds the number of parts."""
-    decoded = decode(source, limits)
+    return _part_layers(decode(source, limits), mask, parts, shown)
+
+
+def _part_layers(
+    decoded: DecodedImage, mask: bytes, parts: Sequence[Mapping[str, Any]],
+    shown: Collection[int] | None,
+) -> list[PartLayer]:
     small = dequantise(read_mask(mask))
     found = label_parts(small)
     by_id = {int(p["id"]): p for p in parts}
@@ -190,3 +209,40 @@ def part_layers(
         rgba = cut_out(decoded.rgba, multiply_alpha(alpha, decoded.rgba[..., 3]))
         layers.append(PartLayer(layer_name(by_id[ident]), rgba, ident in visible))
     return layers
+
+
+def layered_file(
+    fmt: LayeredFormat, source: bytes, mask: bytes, parts: Sequence[Mapping[str, Any]], *,
+    shown: Collection[int] | None = None, limits: DecodeLimits = DEFAULT_LIMITS,
+) -> Cutout:
+    """A designer's ``fmt`` file (``psd`` or ``ora``) of the job's parts: ``main`` on top, then
+    the others in id order, each hidden unless in ``shown`` (default: the job's own selection),
+    and the source as a hidden ``original`` layer at the bottom. ``UnknownLayer`` for an id the
+    mask does not have; ``InvalidLayers`` when the layers would take over ``LAYERED_MAX_BYTES``.
+    The metadata holds ``shown``, ``layers`` (the names, top first), ``bytes`` and
+    ``content_type``."""
+    decoded = decode(source, limits)
+    width, height = decoded.size
+    count = len(parts) + 1
+    if count * width * height * 4 > LAYERED_MAX_BYTES:
+        raise InvalidLayers(
+            f"{len(parts)} parts at {width}x{height} would take "
+            f"{count * width * height * 4 // 2**20} MiB as layers, over the "
+            f"{LAYERED_MAX_BYTES // 2**20} MiB a layered file may use: recompose to a cut-out "
+            "instead")
+    wanted = set(range(len(parts))) if shown is None else set(shown)
+    unknown = sorted(wanted - {int(p["id"]) for p in parts})
+    if unknown:
+        raise UnknownLayer(f"no part {', '.join(map(str, unknown[:10]))}: the job has "
+                           f"{len(parts)} parts")
+    found = _part_layers(decoded, mask, parts, shown)
+    ordered = sorted(found, key=lambda layer: layer.name != "main")
+    layers = [Layer(p.name, p.rgba, p.visible) for p in ordered]
+    layers.append(Layer("original", decoded.rgba, visible=False))
+    data = encode_layered(fmt, layers)
+    return Cutout(data, CONTENT_TYPE[fmt], f".{fmt}", {
+        "shown": sorted(p_id for p_id, layer in enumerate(found) if layer.visible),
+        "layers": [layer.name for layer in layers],
+        "bytes": len(data),
+        "content_type": CONTENT_TYPE[fmt],
+    })

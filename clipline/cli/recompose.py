@@ -11,8 +11,15 @@ from pipeline import fields
 from pipeline.adapters.storage.file import FileStore
 from pipeline.embedded import STATE_DIR
 from pipeline.errors import InvalidOptions, ObjectChanged, UsageError
+from pipeline.imaging.layered import LayeredFormat
 from pipeline.jobs import Job, JobStatus
-from pipeline.recompose import StoredLayers, recompose, selection_key, stored_layers
+from pipeline.recompose import (
+    StoredLayers,
+    layered_file,
+    recompose,
+    selection_key,
+    stored_layers,
+)
 from pipeline.run_files import file_version
 from pipeline.settings import Settings
 
@@ -32,6 +39,10 @@ def recompose_command(
                                    help="Write here (default: beside OUTPUT, named "
                                    "NAME.layers-DIGEST.EXT after the set shown)."),
     list_parts: bool = typer.Option(False, "--list", help="Only list the parts; write nothing."),
+    layered: str | None = typer.Option(
+        None, "--layered", help="Write a layered file for designers instead (psd: Photoshop; "
+        "ora: OpenRaster, for GIMP or Krita): one layer per part, main on top, a part not "
+        "shown hidden, and the source as a hidden 'original' layer at the bottom."),
 ) -> None:
     """Write OUTPUT again with a chosen set of its parts, without running the model.
 
@@ -43,7 +54,9 @@ def recompose_command(
 
       --show 0,2   only parts 0 and 2;   --hide 1   the run's own parts but 1;
 
-    neither: the run's own selection (the same bytes as OUTPUT). A part that is hidden loses
+    neither: the run's own selection (the same bytes as OUTPUT). With --layered psd|ora the
+    new file is a layered one (NAME.layers-DIGEST.psd or .ora), the same choice deciding which
+    layers are visible. A part that is hidden loses
     every pixel it owns, soft edge included (each pixel belongs to its nearest part); the
     other pixels stay as they are. `--list` prints the parts. The new file's path goes to
     stdout, one line per part (id, role, shown or hidden) to stderr. Exit status 2, with one
@@ -70,9 +83,13 @@ def recompose_command(
     if version != job.version:
         raise ObjectChanged(f"the source {source_path} changed after it was cut out: run "
                             "`clipline run` again first")
-    cut = recompose(store.get(job.bucket, job.key), store.get(str(dst), layers.mask),
-                    layers.options, shown, limits=limits)
-    target = to or dst / selection_key(name, shown)
+    source, mask = store.get(job.bucket, job.key), store.get(str(dst), layers.mask)
+    if layered is None:
+        cut = recompose(source, mask, layers.options, shown, limits=limits)
+    else:
+        cut = layered_file(layered_format(layered), source, mask, layers.parts, shown=shown,
+                           limits=limits)
+    target = to or dst / selection_key(name, shown, extension=cut.extension)
     if target == output:
         raise UsageError(f"{target} is the run's own cut-out: it is not overwritten")
     store.put(str(target.parent), target.name, cut.data, content_type=cut.content_type)
@@ -145,3 +162,12 @@ def _part_line(part: dict[str, Any]) -> str:
             f"{'shown' if part['shown'] else 'hidden'}"
             + ("" if score is None else f" portability={score}"))
 
+
+
+def layered_format(text: str) -> LayeredFormat:
+    """``--layered``'s value: ``psd`` or ``ora``; else ``typer.BadParameter``."""
+    if text == "psd":
+        return "psd"
+    if text == "ora":
+        return "ora"
+    raise typer.BadParameter(f"--layered: {fields.escaped(text, 40)!r} is not psd or ora")

@@ -18,7 +18,13 @@ from pipeline.api.jobs import check_source
 from pipeline.api.problems import Problem
 from pipeline.api.schemas import Output, RecomposeRequest, RecomposeView, problem_responses
 from pipeline.process import options_hash
-from pipeline.recompose import recompose, selection_digest, selection_key, stored_layers
+from pipeline.recompose import (
+    layered_file,
+    recompose,
+    selection_digest,
+    selection_key,
+    stored_layers,
+)
 from pipeline.tenants import Tenant
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -34,7 +40,9 @@ def recompose_job(job_id: uuid.UUID, body: RecomposeRequest, who: Tenant = Depen
     (`409 job_not_succeeded`) with the option `layers: true` (`409 layers_not_recorded`);
     an id the job does not have is `422 unknown_layer`. The same set always writes the same
     key (`<output key>.layers-<digest>.<ext>`); the answer gives it with a presigned URL, and
-    every part with `shown`."""
+    every part with `shown`. With `layered` (`psd` or `ora`) the file is a designer's layered
+    file instead, `<output key>.layers-<digest>.psd` or `.ora` (`422 invalid_layers` when its
+    layers would not fit in memory)."""
     job = d.ledger.get(job_id, tenant=who.id)
     layers = stored_layers(job)
     if d.store is None:
@@ -44,9 +52,13 @@ def recompose_job(job_id: uuid.UUID, body: RecomposeRequest, who: Tenant = Depen
     shown = frozenset(body.layers)
     mask = d.store.get(layers.mask["bucket"], layers.mask["key"])
     source = d.store.get(job.bucket, job.key, version=job.version)
-    cut = recompose(source, mask, layers.options, shown, limits=d.settings.decode_limits)
+    limits = d.settings.decode_limits
+    if body.layered is None:
+        cut = recompose(source, mask, layers.options, shown, limits=limits)
+    else:
+        cut = layered_file(body.layered, source, mask, layers.parts, shown=shown, limits=limits)
     out = (job.result or {})["output"]
-    key = selection_key(out["key"], shown)
+    key = selection_key(out["key"], shown, extension=cut.extension)
     d.store.put(out["bucket"], key, cut.data, content_type=cut.content_type, metadata={
         "job-id": str(job.id), "model": job.model,
         "options-hash": options_hash(layers.options, job.model),

@@ -223,6 +223,11 @@ class RecomposeRequest(BaseModel):
         max_length=MAX_LAYER_IDS,
         description="The ids of the parts to show (the `id`s of the job's `result.layers`), "
         "each once; the others are hidden. `[]` shows none: a transparent output.")
+    layered: Literal["psd", "ora"] | None = Field(
+        default=None,
+        description="Instead of a cut-out, a layered file for designers: `psd` (Photoshop) or "
+        "`ora` (OpenRaster): one layer per part, `main` on top, a part not in `layers` hidden, "
+        "and the source as a hidden `original` layer at the bottom.")
 
 
 class RecomposeView(BaseModel):

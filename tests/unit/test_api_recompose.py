@@ -128,6 +128,30 @@ def test_a_part_id_the_job_does_not_have_is_422_unknown_layer(api: Api) -> None:
     assert not any(".layers-" in key for _, key in api.store.objects)
 
 
+@pytest.mark.parametrize("fmt", ["psd", "ora"])
+def test_layered_writes_a_designer_file_with_a_layer_per_part(api: Api, fmt: str) -> None:
+    job = api.job({"subject": "main", "layers": True})
+    parts = (job.result or {})["layers"]
+    shown = [p["id"] for p in parts if p["role"] == "main"]
+    answer = api.recompose(job, {"layers": shown, "layered": fmt})
+    assert answer.status == 200, answer.body
+    key = answer.json()["output"]["key"]
+    assert key == selection_key((job.result or {})["output"]["key"], shown, extension=fmt)
+    assert key.endswith(f".{fmt}") and answer.json()["result"]["shown"] == shown
+    names = answer.json()["result"]["layers"]
+    assert names[0] == "main" and names[-1] == "original" and len(names) == len(parts) + 1
+    assert api.store.objects[("out", key)].data[:4] in (b"8BPS", b"PK\x03\x04")
+
+
+@pytest.mark.parametrize("body", [
+    {"layers": [0], "layered": "tiff"}, {"layers": [0], "layered": ""},
+    {"layers": [0], "layered": 1},
+], ids=lambda body: json.dumps(body)[:40])
+def test_a_bad_layered_format_is_422(api: Api, body: Any) -> None:
+    job = api.job({"layers": True})
+    assert_problem(api.recompose(job, body), 422, "invalid_request")
+
+
 @pytest.mark.parametrize("body", [
     {}, None, [], {"layers": None}, {"layers": "0,1"}, {"layers": 0}, {"layers": ["0"]},
     {"layers": [True]}, {"layers": [1.0]}, {"layers": [1.5]}, {"layers": [0, 0]},

@@ -81,6 +81,33 @@ def test_hide_clears_a_part_and_show_brings_a_dropped_one_back(tmp_path: Path,
     assert pixels(Path(out.strip()).read_bytes())[DISCS[2][1], DISCS[2][0], 3] == 255
 
 
+def test_layered_writes_an_ora_whose_hidden_layers_are_the_parts_not_shown(
+        tmp_path: Path, cli: Cli) -> None:
+    import zipfile
+    from xml.etree import ElementTree
+
+    dst = cut(tmp_path)
+    code, out, err = clipline(*cli, "recompose", str(dst / "shop" / "discs.png"),
+                              "--layered", "ora")
+    assert code == 0, err
+    written = Path(out.strip())
+    assert written.suffix == ".ora" and written.parent == dst / "shop"
+    with zipfile.ZipFile(written) as archive:
+        stack = ElementTree.fromstring(archive.read("stack.xml"))
+    seen = {layer.get("name"): layer.get("visibility") for layer in stack.iter("layer")}
+    roles = {f"{p['role']}": p for p in parts(dst)}
+    assert seen["main"] == "visible" and seen["original"] == "hidden"
+    assert [v for n, v in seen.items() if n.startswith("dropped-")] == ["hidden"]
+    assert "dropped" in roles and len(seen) == len(parts(dst)) + 1
+
+
+def test_layered_refuses_another_format(tmp_path: Path, cli: Cli) -> None:
+    dst = cut(tmp_path)
+    code, _, err = clipline(*cli, "recompose", str(dst / "shop" / "discs.png"),
+                            "--layered", "tiff")
+    assert code == 2 and "psd or ora" in err
+
+
 def test_list_prints_the_parts_and_writes_nothing(tmp_path: Path, cli: Cli) -> None:
     dst = cut(tmp_path)
     code, out, err = clipline(*cli, "recompose", str(dst / "shop" / "discs.png"), "--list")

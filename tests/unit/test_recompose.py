@@ -268,3 +268,20 @@ def test_the_option_is_a_boolean_left_out_of_the_canonical_form_when_off() -> No
     assert OutputOptions.parse(on.normalised()) == on
     with pytest.raises(errors.InvalidOptions, match="layers"):
         OutputOptions.parse({"layers": "some"})
+
+
+def test_a_layered_file_too_big_for_memory_is_refused_before_any_work(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.recompose as module
+
+    monkeypatch.setattr(module, "LAYERED_MAX_BYTES", 1024)
+    parts = [{"id": i, "role": "kept"} for i in range(3)]
+    with pytest.raises(errors.InvalidLayers, match="MiB"):
+        module.layered_file("psd", discs(), b"not read", parts)
+
+
+def test_a_layered_file_names_an_unknown_part() -> None:
+    from pipeline.recompose import layered_file
+
+    with pytest.raises(errors.UnknownLayer, match="no part 5"):
+        layered_file("ora", discs(), b"not read", [{"id": 0, "role": "main"}], shown=[5])
