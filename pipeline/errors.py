@@ -30,7 +30,8 @@ Every failure that reaches the ledger is one of two kinds, and nothing else deci
         ├── InvalidOptions         invalid_options       output options that cannot be honoured
         ├── OutputCollision        output_collision      the output file belongs to another source
         ├── OutputNameTooLong      output_name_too_long  the file system refuses the output's name
-        └── ModelError             model_error           missing file, wrong checksum, bad graph
+        ├── ModelError             model_error           missing file, wrong checksum, bad graph
+        └── ModelNotServed         model_not_served      the job's model is not served here
 
 An *outage* is a transient failure that says a shared dependency is down rather than that the
 job is at fault. It does not spend the job's attempts: the job waits out the outage, up to the
@@ -243,6 +244,14 @@ class OutputNameTooLong(PermanentError):
 class ModelError(PermanentError):
     reason = "model_error"
     default_message = "the segmentation model is missing or invalid"
+
+
+class ModelNotServed(PermanentError):
+    """The job names a model this deployment (or this worker) does not serve: dead at once, and
+    re-drivable once a worker serves it (``CLIPLINE_SERVED_MODELS``)."""
+
+    reason = "model_not_served"
+    default_message = "the job's model is not served here"
 
 
 # -- ledger refusals --------------------------------------------------------------------------

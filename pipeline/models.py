@@ -32,8 +32,11 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import ModelError
+from pipeline.errors import ModelError, ModelNotServed
 
+DEFAULT_MODEL = "u2netp"
+"""The model a job gets when nobody names one: ``Settings.model``, ``JobSpec``, manifests and
+event rules all default to it (``CLIPLINE_MODEL`` changes a deployment's default)."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UINT8_SUFFIX = "-uint8"
@@ -193,6 +196,22 @@ def get_spec(name: str) -> ModelSpec:
         return uint8_form(SPECS[base])
     known = ", ".join(s.name for s in all_specs())
     raise ModelError(f"unknown model {name!r}; known models: {known}")
+
+
+def parse_model_list(text: str) -> tuple[str, ...]:
+    """``"u2net, u2netp"`` → ``("u2net", "u2netp")``: names in order, blanks and repeats
+    dropped. Raises ``ModelError`` naming an unknown model (``get_spec``)."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    for name in names:
+        get_spec(name)
+    return names
+
+
+def check_served(model: str, served: tuple[str, ...]) -> str:
+    """``model`` when it is one of ``served``; else ``ModelNotServed`` naming the served ones."""
+    if model not in served:
+        raise ModelNotServed(f"model {model!r} is not served here; served: {', '.join(served)}")
+    return model
 
 
 def all_specs() -> list[ModelSpec]:

@@ -8,8 +8,9 @@ inference batched in between)::
     finish(prepared, mask)   choose the subject, clean the edges (edges=clean), compose, encode,
                              describe
 
-``cut_out`` chains the three for one image; ``process_job`` adds fetching from and writing to an
-``ObjectStore``, which is what a worker runs for a job.
+``cut_out`` chains the three for one image; ``process_job`` adds choosing the job's model among
+the served ones and fetching from and writing to an ``ObjectStore``, which is what a worker runs
+for a job.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pipeline.imaging.edges import decontaminate
 from pipeline.imaging.encode import encode
 from pipeline.jobs import Job, canonical_json
 from pipeline.options import OutputOptions
-from pipeline.ports import ObjectStore, Segmenter
+from pipeline.ports import ObjectStore, Segmenter, Segmenters
 from pipeline.subject import find_subject
 
 STAGES = ("fetch", "decode", "infer", "edges", "compose", "encode", "put")
@@ -150,14 +151,18 @@ def output_key(job: Job, options: OutputOptions, prefix: str = "cutouts") -> str
 
 
 def process_job(
-    job: Job, store: ObjectStore, segmenter: Segmenter, *, output_bucket: str,
+    job: Job, store: ObjectStore, segmenters: Segmenters, *, output_bucket: str,
     limits: DecodeLimits = DEFAULT_LIMITS, prefix: str = "cutouts",
 ) -> dict[str, Any]:
-    """Fetch the job's source, cut it out, write the result; returns the job's result record.
+    """Fetch the job's source, cut it out with the job's model (``job.model``, one of
+    ``segmenters``), write the result; returns the job's result record.
 
-    Raises the typed errors of each stage (``ObjectMissing``, ``CorruptImage``, ...).
+    Raises ``ModelNotServed`` (before anything is fetched) when ``segmenters`` does not serve
+    the job's model, then the typed errors of each stage (``ObjectMissing``, ``CorruptImage``,
+    ``InferenceUnavailable``, ...).
     """
     options = OutputOptions.parse(job.options)
+    segmenter = segmenters.get(job.model)
     timings = Timings()
     with timings.stage("fetch"):
         data = store.get(job.bucket, job.key, version=job.version)
