@@ -22,6 +22,7 @@ import pytest
 
 from pipeline.adapters.segmenters.triton_dev_server import READY
 from pipeline.triton_launch import ServeOptions, server_command, uint8_graph
+from tests.modelkit import TEST_MODEL
 
 STOP_GRACE_SECONDS = 15.0
 
@@ -42,7 +43,7 @@ class TritonServer:
     def __init__(
         self,
         model_file: Path,
-        model_name: str = "u2netp",
+        model_name: str = TEST_MODEL,
         *,
         more: Mapping[str, Path] | None = None,
         delay_ms: int = 0,

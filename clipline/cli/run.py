@@ -68,7 +68,8 @@ def run(
                               "estimation; alpha unchanged; slower)."),
     strict_empty: bool = typer.Option(False, help="An image with no subject fails (empty_mask) "
                                       "instead of giving an empty cut-out."),
-    model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2netp)."),
+    model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2net; "
+                                     "u2netp is the fast one)."),
     batch_size: int = typer.Option(8, min=1, max=256, help="Images per model call."),
     threads: int = typer.Option(0, min=0, help="Decode/encode threads (0: one per CPU)."),
 ) -> None:

@@ -241,8 +241,8 @@ def test_the_dev_server_is_given_every_model_under_its_name(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("argv", [
     [], ["--model", "u2net"], ["--model", "u2net=missing.onnx"],
-    ["--model", "u2net=FILE", "--model", "u2net=FILE"],
-], ids=["none", "no-file", "missing-file", "twice"])
+    ["--model", "u2net=FILE", "--model", "u2net=FILE"], ["--model-file", "FILE"],
+], ids=["none", "no-file", "missing-file", "twice", "file-without-name"])
 def test_the_dev_server_refuses_a_bad_model_list(
     tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:

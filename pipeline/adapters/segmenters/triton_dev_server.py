@@ -7,7 +7,7 @@ Run BY PATH with the interpreter of ``.venv-triton`` (``scripts/triton-venv.sh``
 
 Each ``--model NAME=FILE`` is served under its own name, side by side on one server (the
 production model repository has a folder per model the same way). ``--model-file FILE`` with
-``--model-name NAME`` (default ``u2netp``) is the one-model form.
+``--model-name NAME`` is the one-model form.
 
 It imports only the standard library, numpy, onnxruntime and pytriton: pytriton needs numpy<2,
 Clipline's own environment has numpy 2, so this file never imports ``pipeline``.
@@ -57,8 +57,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "'mask') as NAME; repeat for several models")
     parser.add_argument("--model-file", type=Path,
                         help="one model's uint8 .onnx graph (instead of --model)")
-    parser.add_argument("--model-name", default="u2netp",
-                        help="name --model-file is served as")
+    parser.add_argument("--model-name", help="name --model-file is served as")
     parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port")
     parser.add_argument("--http-port", type=int, default=8000, help="HTTP port")
     parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
@@ -89,6 +88,8 @@ def _models(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[s
     models = {name: Path(path) for name, _, path in pairs}
     if len(models) != len(pairs):
         parser.error("--model names a model twice")
+    if (args.model_file is None) != (args.model_name is None):
+        parser.error("--model-file and --model-name go together")
     if args.model_file is not None:
         if args.model_name in models:
             parser.error(f"--model-name {args.model_name} is also given as --model")
