@@ -32,7 +32,8 @@ Every failure that reaches the ledger is one of two kinds, and nothing else deci
         ├── OutputCollision        output_collision      the output file belongs to another source
         ├── OutputNameTooLong      output_name_too_long  the file system refuses the output's name
         ├── ModelError             model_error           missing file, wrong checksum, bad graph
-        └── UnknownLayer           unknown_layer         recompose: a part id the mask does not have
+        ├── UnknownLayer           unknown_layer         recompose: a part id the mask does not have
+        └── ModelNotServed         model_not_served      the job's model is not served here
 
 An *outage* is a transient failure that says a shared dependency is down rather than that the
 job is at fault. It does not spend the job's attempts: the job waits out the outage, up to the
@@ -261,6 +262,14 @@ class UnknownLayer(PermanentError):
 
     reason = "unknown_layer"
     default_message = "no part of the mask has that id"
+
+
+class ModelNotServed(PermanentError):
+    """The job names a model this deployment (or this worker) does not serve: dead at once, and
+    re-drivable once a worker serves it (``CLIPLINE_SERVED_MODELS``)."""
+
+    reason = "model_not_served"
+    default_message = "the job's model is not served here"
 
 
 # -- ledger refusals --------------------------------------------------------------------------

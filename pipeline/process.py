@@ -8,8 +8,9 @@ inference batched in between)::
     finish(prepared, mask)   choose the subject, clean the edges (edges=clean), compose, encode,
                              describe
 
-``cut_out`` chains the three for one image; ``process_job`` adds fetching from and writing to an
-``ObjectStore``, which is what a worker runs for a job.
+``cut_out`` chains the three for one image; ``process_job`` adds choosing the job's model among
+the served ones and fetching from and writing to an ``ObjectStore``, which is what a worker runs
+for a job.
 
 With the option ``layers`` the model's mask is quantised to 8 bits before anything else and the
 whole output is made from that quantised mask, which ``finish`` returns too (a grey PNG at model
@@ -37,7 +38,7 @@ from pipeline.imaging.encode import encode, encode_pixels
 from pipeline.jobs import Job, canonical_json
 from pipeline.options import OutputOptions
 from pipeline.parts import dequantise, quantise
-from pipeline.ports import ObjectStore, Segmenter
+from pipeline.ports import ObjectStore, Segmenter, Segmenters
 from pipeline.subject import Bbox, check_mask, find_subject
 
 STAGES = ("fetch", "decode", "infer", "edges", "compose", "encode", "put")
@@ -189,14 +190,18 @@ def layers_mask_key(output: str) -> str:
 
 
 def process_job(
-    job: Job, store: ObjectStore, segmenter: Segmenter, *, output_bucket: str,
+    job: Job, store: ObjectStore, segmenters: Segmenters, *, output_bucket: str,
     limits: DecodeLimits = DEFAULT_LIMITS, prefix: str = "cutouts",
 ) -> dict[str, Any]:
-    """Fetch the job's source, cut it out, write the result; returns the job's result record.
+    """Fetch the job's source, cut it out with the job's model (``job.model``, one of
+    ``segmenters``), write the result; returns the job's result record.
 
-    Raises the typed errors of each stage (``ObjectMissing``, ``CorruptImage``, ...).
+    Raises ``ModelNotServed`` (before anything is fetched) when ``segmenters`` does not serve
+    the job's model, then the typed errors of each stage (``ObjectMissing``, ``CorruptImage``,
+    ``InferenceUnavailable``, ...).
     """
     options = OutputOptions.parse(job.options)
+    segmenter = segmenters.get(job.model)
     timings = Timings()
     with timings.stage("fetch"):
         data = store.get(job.bucket, job.key, version=job.version)

@@ -72,7 +72,8 @@ def run(
     layers: bool = typer.Option(False, help="Record every part of each mask (id, role, "
                                 "bbox) and keep the mask in DST/.clipline/layers/, so "
                                 "`clipline recompose` can switch parts on and off later."),
-    model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2netp)."),
+    model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2net; "
+                                     "u2netp is the fast one)."),
     batch_size: int = typer.Option(8, min=1, max=256, help="Images per model call."),
     threads: int = typer.Option(0, min=0, help="Decode/encode threads (0: one per CPU)."),
 ) -> None:

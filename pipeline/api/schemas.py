@@ -49,6 +49,12 @@ Reason = Annotated[str, AfterValidator(fields.REASON.check), text_schema(fields.
 IdempotencyKey = Annotated[str, AfterValidator(fields.IDEMPOTENCY_KEY.check),
                            text_schema(fields.IDEMPOTENCY_KEY)]
 Priority = Annotated[int, Field(ge=fields.PRIORITY.low, le=fields.PRIORITY.high)]
+MODEL_DESCRIPTION = (
+    "The segmentation model, one of those the deployment serves (CLIPLINE_SERVED_MODELS, e.g. "
+    "`u2net` or `u2netp`); absent: the deployment's default (CLIPLINE_MODEL). A model it does "
+    "not serve is `422 model_not_served`, whose `served` lists the ones it does.")
+Model = Annotated[str, AfterValidator(fields.MODEL.check),
+                  text_schema(fields.MODEL, MODEL_DESCRIPTION)]
 CURSOR_DESCRIPTION = (
     "An opaque paging cursor: the previous page's `next_cursor`, passed as it came (URL-safe "
     "text, about a hundred characters, a few more for each write transaction open in the "
@@ -84,6 +90,7 @@ class JobRequest(BaseModel):
         default_factory=dict,
         description="Output options, the engine's names: format, channels, bg_color, crop, "
         "crop_margin, max_side, subject, edges, strict_empty, layers.")
+    model: Model | None = None
     priority: Priority | None = Field(
         default=None, description="Higher first; at or above the interactive threshold the job "
         "goes to the interactive queue. Default 5.")
@@ -115,6 +122,7 @@ class JobView(BaseModel):
     batch_id: uuid.UUID | None
     source: SourceView
     options: dict[str, Any]
+    model: str = Field(description="The model that makes (or made) the cut-out.")
     priority: int
     attempts: int
     max_attempts: int
@@ -133,7 +141,8 @@ class JobView(BaseModel):
         return cls(
             id=job.id, status=job.status, batch_id=job.batch_id,
             source=SourceView(bucket=job.bucket, key=job.key, version=job.version),
-            options=dict(job.options), priority=job.priority, attempts=job.attempts,
+            options=dict(job.options), model=job.model, priority=job.priority,
+            attempts=job.attempts,
             max_attempts=job.max_attempts, error=job.last_error_code,
             message=job.last_error_message,
             output=Output(bucket=out["bucket"], key=out["key"], url=url) if out else None,
@@ -156,6 +165,8 @@ class BatchItem(BaseModel):
     key: Key
     version: Version | None = None
     options: dict[str, Any] | None = None
+    model: Model | None = Field(default=None, description="This item's model; absent: the "
+                                "batch's `model`.")
     priority: Priority | None = None
 
 
@@ -172,6 +183,9 @@ class BatchRequest(BaseModel):
         description="Every image under s3://bucket/prefix/.")
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="Default output options for every line.")
+    model: Model | None = Field(default=None, description="The model of every line that names "
+                                "none (a manifest's JSON or CSV line may: `model`). "
+                                + MODEL_DESCRIPTION)
     priority: Priority = 0
     callback_url: HttpUrl | None = Field(default=None, description="A callback for each job.")
 

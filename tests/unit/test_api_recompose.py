@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from pipeline.adapters.ledger.memory import MemoryLedger
 from pipeline.adapters.queue.memory import MemoryQueue
-from pipeline.adapters.segmenters.fake import FakeSegmenter
+from pipeline.adapters.segmenters.fake import FakeSegmenters
 from pipeline.adapters.storage.memory import MemoryStore
 from pipeline.api.app import create_app
 from pipeline.api.deps import ApiDeps
@@ -53,7 +53,8 @@ class Api:
             return job
         claim = self.ledger.claim(job.id, worker="test")
         assert claim is not None
-        result = process_job(claim.job, self.store, FakeSegmenter(), output_bucket="out")
+        result = process_job(claim.job, self.store, FakeSegmenters.serving("fake"),
+                             output_bucket="out")
         return self.ledger.complete(job.id, claim.token, result)  # type: ignore[no-any-return]
 
     def recompose(self, job: Job | str, body: Any) -> Answer:

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from pipeline import errors
-from pipeline.adapters.segmenters.fake import FakeSegmenter
+from pipeline.adapters.segmenters.fake import FakeSegmenter, FakeSegmenters
 from pipeline.adapters.storage.memory import MemoryStore
 from pipeline.imaging.encode import encode_pixels
 from pipeline.jobs import Job, JobStatus
@@ -234,7 +234,7 @@ def test_process_job_stores_the_mask_beside_the_output_with_provenance() -> None
     store = MemoryStore()
     store.put("in", "discs.png", discs(), content_type="image/png")
     job = _succeeded({"layers": True, "format": "webp"}, {}, "x")
-    result = process_job(job, store, FakeSegmenter(), output_bucket="out")
+    result = process_job(job, store, FakeSegmenters.serving("fake"), output_bucket="out")
     key = output_key(job, OutputOptions.parse(job.options))
     assert result["layers_mask"] == {"bucket": "out", "key": layers_mask_key(key)}
     assert layers_mask_key(key) == f"cutouts/acme/{job.id}.mask.png"
@@ -246,7 +246,8 @@ def test_process_job_stores_the_mask_beside_the_output_with_provenance() -> None
 def test_process_job_without_layers_stores_only_the_output() -> None:
     store = MemoryStore()
     store.put("in", "discs.png", discs(), content_type="image/png")
-    result = process_job(_succeeded({}, {}, "x"), store, FakeSegmenter(), output_bucket="out")
+    result = process_job(_succeeded({}, {}, "x"), store, FakeSegmenters.serving("fake"),
+                         output_bucket="out")
     assert "layers_mask" not in result and "layers" not in result
     assert len([k for k in store.objects if k[0] == "out"]) == 1
 
