@@ -7,29 +7,37 @@ Steps and the numbers behind them:
 
 * **Selection** happens at model size, where it is cheap. Components are the 8-connected regions
   of ``mask >= 0.5``. Policy ``all`` keeps the mask untouched (what rembg does). Policy ``main``
-  ranks components by area and keeps the largest, dropping another one when it is
-  ``small`` (area < ``SMALL_RATIO`` x the largest's) or ``cut_by_frame`` (it touches the image
+  keeps one **main** component and drops each other one for the first reason that holds:
+  ``small`` (area < ``SMALL_RATIO`` x the largest's), ``cut_by_frame`` (it touches the image
   border and its area < ``EDGE_RATIO`` x the largest's: a thing the frame cut off is rarely what
-  was photographed). Both ratios hold in source pixels too, since the squeeze to model size
-  scales every area by the same factor. A dropped component takes its soft edge with it: every
-  pixel with mask > 0 goes to its nearest component (a Euclidean distance transform), and the
-  pixels owned by a dropped one are zeroed.
+  was photographed), ``out_of_focus`` (relative focus < ``FOCUS_RATIO``) or ``low_confidence``
+  (mean mask value over its pixels < ``CONFIDENCE_MIN``). The area ratios hold in source pixels
+  too, since the squeeze to model size scales every area by the same factor. A dropped
+  component takes its soft edge with it: every pixel with mask > 0 goes to its nearest
+  component (a Euclidean distance transform), and the pixels owned by a dropped one are zeroed.
+* **Main** (the reference): the sharpest component among those with area >=
+  ``MAIN_AREA_RATIO`` x the largest's and confidence >= ``CONFIDENCE_MIN`` (any large one when
+  none is that confident), so a big blurred background object loses the main role to a smaller
+  sharp one and is then dropped as ``out_of_focus``. Without ``image`` (no focus), the largest.
 * **Focus** (``main`` only, when the caller passes the model-input pixels as ``image``; see
   ``pipeline.focus``): each component's mean Tenengrad (squared Sobel gradient; Pertuz et al.
-  2013) on the grey model input inside the component eroded by 2 px, over the largest one's.
-  A non-main component whose relative focus is below ``FOCUS_RATIO`` is dropped as
-  ``out_of_focus`` (checked after ``small`` and ``cut_by_frame``). The largest component stays
-  the reference and is never dropped, so a small sharp object beside a large blurred one is kept
-  with it (relative focus > 1). ``FOCUS_RATIO`` = 0.0025 was chosen on the train composites: the
-  largest value at which no class lost IoU; any value from 0.005 up drops the flat fills of
-  clip-art parts (a flat fill has no gradient, like a blur) and costs `illustration` 0.007, while
-  `multi` did not move at any value (u2netp already leaves out most blurred distractors). So
-  today the rule only catches strongly blurred parts; see docs/QUALITY.md.
-* **Kept parts** (``main`` only) are listed in the metadata, the main one first, each with a
-  **portability** score in [0, 1]: ``0.4 x relative area + 0.4 x min(1, relative focus) +
-  0.2 x (not touching the frame)``; the main component inside the frame scores 1.0. Unknown
-  focus counts as 1. Every dropped part carries its reason and its relative focus (None when not
-  measured). Policy ``all`` scores nothing and its metadata has no ``kept`` key.
+  2013) on the grey model input over its inner edge band (its outermost 4 px), over the main
+  one's. On the outline, not the inside, so that a flat clip-art fill (no gradient inside, a
+  crisp outline) is not read as a blur.
+* **The numbers** were chosen on the train composites only (160 images; u2netp and u2net masks
+  cached; the table is in docs/QUALITY.md, "Subject selection"), each inside the range where no
+  class lost IoU with either model: ``MAIN_AREA_RATIO`` = 0.25 (with u2netp, 0.1 let a sharp
+  fragment take the main role, `multi` -0.006 IoU; 0.75 no longer let the sharp object take it
+  from a large background part); ``FOCUS_RATIO`` = 0.25 (0.2-0.3 alike; with u2netp, 0.4 drops
+  soft-edged clip-art parts, `illustration` -0.005); ``CONFIDENCE_MIN`` = 0.75 (0.7-0.8 alike;
+  with u2netp, 0.85 drops clip-art parts the model half-believes, `illustration` -0.011).
+  ``SMALL_RATIO`` and ``EDGE_RATIO`` are the earlier rule's.
+* **Kept parts** (``main`` only) are listed in the metadata, the main one first, each with its
+  confidence and a **portability** score in [0, 1]: ``0.4 x relative area + 0.4 x min(1,
+  relative focus) + 0.2 x (not touching the frame)``, the area relative to the largest part's;
+  a main component that is the largest and inside the frame scores 1.0. Unknown focus counts as
+  1. Every dropped part carries its reason, relative focus (None when not measured) and
+  confidence. Policy ``all`` scores nothing and its metadata has no ``kept`` key.
 * **Alpha** = ``uint8(mask * 255)`` (truncated, as rembg does), resized to the source size with
   bilinear filtering. rembg uses LANCZOS; on a blurred-blob test mask upscaled 320->2048 bilinear
   gives IoU 0.9998 at alpha >= 128 (max difference 7/255, mean 0.1/255) in half the time
@@ -68,12 +76,14 @@ Bbox = tuple[int, int, int, int]
 COMPONENT_THRESHOLD = 0.5
 SMALL_RATIO = 0.05
 EDGE_RATIO = 0.25
-FOCUS_RATIO = 0.0025
+MAIN_AREA_RATIO = 0.25
+FOCUS_RATIO = 0.25
+CONFIDENCE_MIN = 0.75
 BBOX_ALPHA = 26
 LOW = 0.1
 HIGH = 0.9
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-DropReason = Literal["small", "cut_by_frame", "out_of_focus"]
+DropReason = Literal["small", "cut_by_frame", "out_of_focus", "low_confidence"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,8 @@ class DroppedComponent:
     """Its area (mask >= 0.5) as a share of the image."""
     relative_focus: float | None = None
     """Its focus over the main component's (see ``pipeline.focus``); None without the image."""
+    confidence: float | None = None
+    """The mean mask value over its pixels (mask >= 0.5), in [0.5, 1]."""
 
     def to_metadata(self) -> dict[str, Any]:
         return {
@@ -94,6 +106,7 @@ class DroppedComponent:
             "bbox": list(self.bbox),
             "area_fraction": round(self.area_fraction, 6),
             "relative_focus": _rounded(self.relative_focus),
+            "confidence": _rounded(self.confidence),
         }
 
 
@@ -107,11 +120,13 @@ class KeptComponent:
     area_fraction: float
     """Its area (mask >= 0.5) as a share of the image."""
     relative_area: float
-    """Its area over the main (largest) component's, in (0, 1]."""
+    """Its area over the largest component's, in (0, 1] (the main one need not be the largest)."""
     relative_focus: float | None
     """Its focus over the main component's; None when no image was given."""
     at_edge: bool
     """It touches the image border (at model size)."""
+    confidence: float = 1.0
+    """The mean mask value over its pixels (mask >= 0.5), in [0.5, 1]."""
 
     @property
     def portability(self) -> float:
@@ -125,6 +140,7 @@ class KeptComponent:
             "relative_area": round(self.relative_area, 6),
             "relative_focus": _rounded(self.relative_focus),
             "at_edge": self.at_edge,
+            "confidence": round(self.confidence, 6),
             "portability": round(self.portability, 6),
         }
 
@@ -234,28 +250,31 @@ def _keep_main(
     if count == 0:
         return mask, (), ()
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    main = int(np.argmax(areas))
-    largest = int(areas[main])
-    focus = None if image is None else relative_focus(component_focus(image, labels, count), main)
+    largest = int(areas.max())
+    confidence = np.asarray(ndimage.mean(mask, labels, np.arange(1, count + 1)), np.float64)
+    sharpness = None if image is None else component_focus(image, labels, count)
+    main = _reference(areas, confidence, sharpness)
+    focus = None if sharpness is None else relative_focus(sharpness, main)
     slices = ndimage.find_objects(labels)
     h, w = mask.shape
     drop: dict[int, DroppedComponent] = {}
     kept: list[KeptComponent] = []
     for index, (area, box) in enumerate(zip(areas, slices, strict=True), start=1):
         rel_focus = None if focus is None else float(focus[index - 1])
+        conf = float(confidence[index - 1])
         rows, cols = box
         at_edge = rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w
-        reason = (
-            None if index - 1 == main else _drop_reason(int(area) / largest, at_edge, rel_focus)
+        reason = None if index - 1 == main else _drop_reason(
+            int(area) / largest, at_edge, rel_focus, conf
         )
         bbox = _scale_box(box, (h, w), source_size)
         share = float(area) / (h * w)
         if reason is not None:
-            drop[index] = DroppedComponent(reason, bbox, share, rel_focus)
+            drop[index] = DroppedComponent(reason, bbox, share, rel_focus, conf)
         else:
             kept.append(KeptComponent(
                 "main" if index - 1 == main else "kept", bbox, share, int(area) / largest,
-                rel_focus, at_edge,
+                rel_focus, at_edge, conf,
             ))
     kept.sort(key=lambda part: part.role != "main")
     if not drop:
@@ -268,8 +287,25 @@ def _keep_main(
     return cleaned, tuple(drop[i] for i in sorted(drop)), tuple(kept)
 
 
+def _reference(
+    areas: npt.NDArray[np.intp], confidence: npt.NDArray[np.float64],
+    sharpness: npt.NDArray[np.float64] | None,
+) -> int:
+    """0-based index of the main component: the sharpest of the large, confident ones.
+
+    Large: area >= ``MAIN_AREA_RATIO`` x the largest's; confident: mean mask >=
+    ``CONFIDENCE_MIN`` (when no large part is, every large part competes). Without focus (no
+    image), the largest."""
+    if sharpness is None:
+        return int(np.argmax(areas))
+    large = areas >= MAIN_AREA_RATIO * areas.max()
+    sure = large & (confidence >= CONFIDENCE_MIN)
+    candidates = np.flatnonzero(sure if sure.any() else large)
+    return int(candidates[np.argmax(sharpness[candidates])])
+
+
 def _drop_reason(
-    relative_area: float, at_edge: bool, rel_focus: float | None
+    relative_area: float, at_edge: bool, rel_focus: float | None, confidence: float
 ) -> DropReason | None:
     if relative_area < SMALL_RATIO:
         return "small"
@@ -277,6 +313,8 @@ def _drop_reason(
         return "cut_by_frame"
     if rel_focus is not None and rel_focus < FOCUS_RATIO:
         return "out_of_focus"
+    if confidence < CONFIDENCE_MIN:
+        return "low_confidence"
     return None
 
 
