@@ -7,35 +7,43 @@ Steps and the numbers behind them:
 
 * **Selection** happens at model size, where it is cheap. Components are the 8-connected regions
   of ``mask >= 0.5``. Policy ``all`` keeps the mask untouched (what rembg does). Policy ``main``
-  ranks components by area and keeps the largest, dropping another one when it is
-  ``small`` (area < ``SMALL_RATIO`` x the largest's) or ``cut_by_frame`` (it touches the image
+  keeps one **main** component and drops each other one for the first reason that holds:
+  ``small`` (area < ``SMALL_RATIO`` x the largest's), ``cut_by_frame`` (it touches the image
   border and its area < ``EDGE_RATIO`` x the largest's: a thing the frame cut off is rarely what
-  was photographed). Both ratios hold in source pixels too, since the squeeze to model size
-  scales every area by the same factor. A dropped component takes its soft edge with it: every
-  pixel with mask > 0 goes to its nearest component (a Euclidean distance transform), and the
-  pixels owned by a dropped one are zeroed.
+  was photographed), ``out_of_focus`` (relative focus < ``FOCUS_RATIO``) or ``low_confidence``
+  (mean mask value over its pixels < ``CONFIDENCE_MIN``). The area ratios hold in source pixels
+  too, since the squeeze to model size scales every area by the same factor. A dropped
+  component takes its soft edge with it: every pixel with mask > 0 goes to its nearest
+  component (a Euclidean distance transform), and the pixels owned by a dropped one are zeroed.
+* **Main** (the reference): the sharpest component among those with area >=
+  ``MAIN_AREA_RATIO`` x the largest's and confidence >= ``CONFIDENCE_MIN`` (any large one when
+  none is that confident), so a big blurred background object loses the main role to a smaller
+  sharp one and is then dropped as ``out_of_focus``. Without ``image`` (no focus), the largest.
 * **Focus** (``main`` only, when the caller passes the model-input pixels as ``image``; see
   ``pipeline.focus``): each component's mean Tenengrad (squared Sobel gradient; Pertuz et al.
-  2013) on the grey model input inside the component eroded by 2 px, over the largest one's.
-  A non-main component whose relative focus is below ``FOCUS_RATIO`` is dropped as
-  ``out_of_focus`` (checked after ``small`` and ``cut_by_frame``). The largest component stays
-  the reference and is never dropped, so a small sharp object beside a large blurred one is kept
-  with it (relative focus > 1). ``FOCUS_RATIO`` = 0.0025 was chosen on the train composites: the
-  largest value at which no class lost IoU; any value from 0.005 up drops the flat fills of
-  clip-art parts (a flat fill has no gradient, like a blur) and costs `illustration` 0.007, while
-  `multi` did not move at any value (u2netp already leaves out most blurred distractors). So
-  today the rule only catches strongly blurred parts; see docs/QUALITY.md.
-* **Kept parts** (``main`` only) are listed in the metadata, the main one first, each with a
-  **portability** score in [0, 1]: ``0.4 x relative area + 0.4 x min(1, relative focus) +
-  0.2 x (not touching the frame)``; the main component inside the frame scores 1.0. Unknown
-  focus counts as 1. Every dropped part carries its reason and its relative focus (None when not
-  measured). Policy ``all`` scores nothing and its metadata has no ``kept`` key.
+  2013) on the grey model input over its inner edge band (its outermost 4 px), over the main
+  one's. On the outline, not the inside, so that a flat clip-art fill (no gradient inside, a
+  crisp outline) is not read as a blur.
+* **The numbers** were chosen on the train composites only (160 images; u2netp and u2net masks
+  cached; the table is in docs/QUALITY.md, "Subject selection"), each inside the range where no
+  class lost IoU with either model: ``MAIN_AREA_RATIO`` = 0.25 (with u2netp, 0.1 let a sharp
+  fragment take the main role, `multi` -0.006 IoU; 0.75 no longer let the sharp object take it
+  from a large background part); ``FOCUS_RATIO`` = 0.25 (0.2-0.3 alike; with u2netp, 0.4 drops
+  soft-edged clip-art parts, `illustration` -0.005); ``CONFIDENCE_MIN`` = 0.75 (0.7-0.8 alike;
+  with u2netp, 0.85 drops clip-art parts the model half-believes, `illustration` -0.011).
+  ``SMALL_RATIO`` and ``EDGE_RATIO`` are the earlier rule's.
+* **Kept parts** (``main`` only) are listed in the metadata, the main one first, each with its
+  confidence and a **portability** score in [0, 1]: ``0.4 x relative area + 0.4 x min(1,
+  relative focus) + 0.2 x (not touching the frame)``, the area relative to the largest part's;
+  a main component that is the largest and inside the frame scores 1.0. Unknown focus counts as
+  1. Every dropped part carries its reason, relative focus (None when not measured) and
+  confidence. Policy ``all`` scores nothing and its metadata has no ``kept`` key.
 * **Layers** (``layers=True``, the job option of that name): the metadata also lists every
   part in label order (``pipeline.parts``: id = label - 1), each with its role (``main``,
   ``kept`` or ``dropped``), bbox, area, relative focus, drop reason (dropped parts) and
   portability (the others). Under ``main`` the roles are the selection's. Under ``all``
-  nothing is dropped: the largest part is ``main`` and every other ``kept``, scored the same
-  way. Parts and the pixels each one owns are defined once, in ``pipeline.parts``, for
+  nothing is dropped: the part ``main`` would choose is ``main``, every other ``kept``, scored
+  the same way. Parts and the pixels each one owns are defined once, in ``pipeline.parts``, for
   selection here and for ``pipeline.recompose`` alike.
 * **Alpha** = ``uint8(mask * 255)`` (truncated, as rembg does), resized to the source size with
   bilinear filtering. rembg uses LANCZOS; on a blurred-blob test mask upscaled 320->2048 bilinear
@@ -76,11 +84,13 @@ Bbox = tuple[int, int, int, int]
 COMPONENT_THRESHOLD = PART_THRESHOLD
 SMALL_RATIO = 0.05
 EDGE_RATIO = 0.25
-FOCUS_RATIO = 0.0025
+MAIN_AREA_RATIO = 0.25
+FOCUS_RATIO = 0.25
+CONFIDENCE_MIN = 0.75
 BBOX_ALPHA = 26
 LOW = 0.1
 HIGH = 0.9
-DropReason = Literal["small", "cut_by_frame", "out_of_focus"]
+DropReason = Literal["small", "cut_by_frame", "out_of_focus", "low_confidence"]
 Role = Literal["main", "kept", "dropped"]
 
 
@@ -95,6 +105,8 @@ class DroppedComponent:
     """Its area (mask >= 0.5) as a share of the image."""
     relative_focus: float | None = None
     """Its focus over the main component's (see ``pipeline.focus``); None without the image."""
+    confidence: float | None = None
+    """The mean mask value over its pixels (mask >= 0.5), in [0.5, 1]."""
 
     def to_metadata(self) -> dict[str, Any]:
         return {
@@ -102,6 +114,7 @@ class DroppedComponent:
             "bbox": list(self.bbox),
             "area_fraction": round(self.area_fraction, 6),
             "relative_focus": _rounded(self.relative_focus),
+            "confidence": _rounded(self.confidence),
         }
 
 
@@ -115,11 +128,13 @@ class KeptComponent:
     area_fraction: float
     """Its area (mask >= 0.5) as a share of the image."""
     relative_area: float
-    """Its area over the main (largest) component's, in (0, 1]."""
+    """Its area over the largest component's, in (0, 1] (the main one need not be the largest)."""
     relative_focus: float | None
     """Its focus over the main component's; None when no image was given."""
     at_edge: bool
     """It touches the image border (at model size)."""
+    confidence: float = 1.0
+    """The mean mask value over its pixels (mask >= 0.5), in [0.5, 1]."""
 
     @property
     def portability(self) -> float:
@@ -133,6 +148,7 @@ class KeptComponent:
             "relative_area": round(self.relative_area, 6),
             "relative_focus": _rounded(self.relative_focus),
             "at_edge": self.at_edge,
+            "confidence": round(self.confidence, 6),
             "portability": round(self.portability, 6),
         }
 
@@ -149,12 +165,14 @@ class Part:
     area_fraction: float
     """Its area (mask >= 0.5) as a share of the image."""
     relative_area: float
-    """Its area over the main (largest) part's, in (0, 1]."""
+    """Its area over the largest part's, in (0, 1] (the main one need not be the largest)."""
     relative_focus: float | None
     """Its focus over the main part's; None when no image was given."""
     at_edge: bool
     reason: DropReason | None = None
     """Why selection dropped it (role ``dropped`` only)."""
+    confidence: float = 1.0
+    """The mean mask value over its pixels (mask >= 0.5), in [0.5, 1]."""
 
     @property
     def portability(self) -> float | None:
@@ -171,6 +189,7 @@ class Part:
             "bbox": list(self.bbox),
             "area_fraction": round(self.area_fraction, 6),
             "relative_focus": _rounded(self.relative_focus),
+            "confidence": round(self.confidence, 6),
             "reason": self.reason,
             "portability": None if score is None else round(score, 6),
         }
@@ -230,7 +249,7 @@ def find_subject(
         mask, parts = _keep_main(mask, source_size, image)
         dropped, kept = _dropped(parts), _kept(parts)
     elif layers:
-        parts = _parts(label_parts(mask), source_size, image, drop=False)
+        parts = _parts(mask, label_parts(mask), source_size, image, drop=False)
     alpha = upscale_mask(mask, source_size)
     bbox = alpha_bbox(alpha)
     if bbox is None and strict_empty:
@@ -292,55 +311,77 @@ def _keep_main(
     """The mask with the dropped parts' pixels cleared (``pipeline.parts.hide_parts``: a
     dropped part's soft halo goes with it), and every part in label order."""
     found = label_parts(mask)
-    parts = _parts(found, source_size, image, drop=True)
+    parts = _parts(mask, found, source_size, image, drop=True)
     cleaned = hide_parts(mask, found, [p.id + 1 for p in parts if p.role == "dropped"])
     return cleaned, parts
 
 
 def _parts(
-    found: PartMap, source_size: tuple[int, int], image: npt.NDArray[np.uint8] | None,
-    *, drop: bool,
+    mask: npt.NDArray[np.float32], found: PartMap, source_size: tuple[int, int],
+    image: npt.NDArray[np.uint8] | None, *, drop: bool,
 ) -> list[Part]:
-    """Every part scored, in label order; with ``drop`` the non-main ones that fail a rule
-    are ``dropped`` with its reason, else they are all ``kept``."""
+    """Every part of ``mask`` (its labelling ``found``) scored, in label order; the main one is
+    ``_reference``'s choice. With ``drop`` the others that fail a rule are ``dropped`` with
+    its reason, else they are all ``kept``."""
     labels, count = found.labels, found.count
     if count == 0:
         return []
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    main = int(np.argmax(areas))
-    largest = int(areas[main])
-    focus = None if image is None else relative_focus(component_focus(image, labels, count), main)
+    largest = int(areas.max())
+    confidence = np.asarray(ndimage.mean(mask, labels, np.arange(1, count + 1)), np.float64)
+    sharpness = None if image is None else component_focus(image, labels, count)
+    main = _reference(areas, confidence, sharpness)
+    focus = None if sharpness is None else relative_focus(sharpness, main)
     h, w = labels.shape
     parts: list[Part] = []
     for index, (area, box) in enumerate(zip(areas, ndimage.find_objects(labels), strict=True)):
         rel_focus = None if focus is None else float(focus[index])
+        conf = float(confidence[index])
         rows, cols = box
         at_edge = rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w
         reason = (None if index == main or not drop
-                  else _drop_reason(int(area) / largest, at_edge, rel_focus))
+                  else _drop_reason(int(area) / largest, at_edge, rel_focus, conf))
         role: Role = "main" if index == main else "kept" if reason is None else "dropped"
         parts.append(Part(index, role, _scale_box(box, (h, w), source_size),
                           float(area) / (h * w), int(area) / largest, rel_focus, at_edge,
-                          reason))
+                          reason, conf))
     return parts
 
 
 def _dropped(parts: list[Part]) -> tuple[DroppedComponent, ...]:
-    return tuple(DroppedComponent(p.reason, p.bbox, p.area_fraction, p.relative_focus)
+    return tuple(DroppedComponent(p.reason, p.bbox, p.area_fraction, p.relative_focus,
+                                  p.confidence)
                  for p in parts if p.reason is not None)
 
 
 def _kept(parts: list[Part]) -> tuple[KeptComponent, ...]:
     """The shown parts, the main one first, then in label order."""
     kept = [KeptComponent("main" if p.role == "main" else "kept", p.bbox, p.area_fraction,
-                          p.relative_area, p.relative_focus, p.at_edge)
+                          p.relative_area, p.relative_focus, p.at_edge, p.confidence)
             for p in parts if p.reason is None]
     kept.sort(key=lambda part: part.role != "main")
     return tuple(kept)
 
 
+def _reference(
+    areas: npt.NDArray[np.intp], confidence: npt.NDArray[np.float64],
+    sharpness: npt.NDArray[np.float64] | None,
+) -> int:
+    """0-based index of the main component: the sharpest of the large, confident ones.
+
+    Large: area >= ``MAIN_AREA_RATIO`` x the largest's; confident: mean mask >=
+    ``CONFIDENCE_MIN`` (when no large part is, every large part competes). Without focus (no
+    image), the largest."""
+    if sharpness is None:
+        return int(np.argmax(areas))
+    large = areas >= MAIN_AREA_RATIO * areas.max()
+    sure = large & (confidence >= CONFIDENCE_MIN)
+    candidates = np.flatnonzero(sure if sure.any() else large)
+    return int(candidates[np.argmax(sharpness[candidates])])
+
+
 def _drop_reason(
-    relative_area: float, at_edge: bool, rel_focus: float | None
+    relative_area: float, at_edge: bool, rel_focus: float | None, confidence: float
 ) -> DropReason | None:
     if relative_area < SMALL_RATIO:
         return "small"
@@ -348,6 +389,8 @@ def _drop_reason(
         return "cut_by_frame"
     if rel_focus is not None and rel_focus < FOCUS_RATIO:
         return "out_of_focus"
+    if confidence < CONFIDENCE_MIN:
+        return "low_confidence"
     return None
 
 

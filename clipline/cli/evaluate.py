@@ -27,7 +27,7 @@ def eval_(
                                       resolve_path=True, help="Evaluation set folders."),
     model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2net)."),
     subject: str = typer.Option("all", help="As `clipline run --subject`: all keeps the whole "
-                                "mask, main drops small and frame-cut fragments."),
+                                "mask, main drops small, frame-cut, blurred and doubtful parts."),
     edges: str = typer.Option("keep", help="As `clipline run --edges`: clean estimates the "
                               "foreground colour of soft edge pixels."),
     out: Path = typer.Option(Path("clipline-eval"), file_okay=False, resolve_path=True,

@@ -62,8 +62,9 @@ def run(
     crop: bool = typer.Option(False, help="Crop to the subject (faint alpha is ignored)."),
     crop_margin: str = typer.Option("0", help="Margin around the crop: '20px' or '5%'."),
     max_side: int | None = typer.Option(None, help="Downscale so no side exceeds this (px)."),
-    subject: str = typer.Option("all", help="all: keep the whole mask; main: drop small and "
-                                "frame-cut fragments (recorded in the metadata)."),
+    subject: str = typer.Option("all", help="all: keep the whole mask; main: drop small, "
+                                "frame-cut, blurred and doubtful parts (recorded in the "
+                                "metadata)."),
     edges: str = typer.Option("keep", help="keep: soft edges keep the old background's colour; "
                               "clean: estimate the subject's own colour there (foreground "
                               "estimation; alpha unchanged; slower)."),

@@ -38,7 +38,7 @@ from pipeline.recompose import (
 
 SIZE = (400, 300)
 DISCS = (  # (cx, cy, r, colour): large, medium, small
-    (130, 150, 80, (220, 20, 20)),
+    (130, 150, 80, (150, 0, 0)),  # the most contrast: the sharpest, so main's choice
     (320, 200, 45, (20, 40, 220)),
     (330, 50, 12, (20, 180, 40)),
 )
@@ -78,8 +78,8 @@ def test_layers_list_every_part_with_its_role_under_main() -> None:
     assert small["reason"] == "small" and small["portability"] is None
     assert large["portability"] == 1.0 and 0 < medium["portability"] < 1
     assert large["reason"] is None and medium["reason"] is None
-    assert set(large) == {"id", "role", "bbox", "area_fraction", "relative_focus", "reason",
-                          "portability"}
+    assert set(large) == {"id", "role", "bbox", "area_fraction", "relative_focus", "confidence",
+                          "reason", "portability"}
     # The subject's own record is unchanged by layers: one dropped, two kept.
     assert len(cut.metadata["dropped"]) == 1 and len(cut.metadata["kept"]) == 2
 
