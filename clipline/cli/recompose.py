@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,13 @@ import typer
 from pipeline import fields
 from pipeline.adapters.storage.file import FileStore
 from pipeline.embedded import STATE_DIR
-from pipeline.errors import InvalidOptions, ObjectChanged, UsageError
+from pipeline.errors import (
+    InvalidOptions,
+    LayersNotRecorded,
+    ObjectChanged,
+    UnknownLayer,
+    UsageError,
+)
 from pipeline.imaging.layered import LayeredFormat
 from pipeline.jobs import Job, JobStatus
 from pipeline.recompose import (
@@ -58,19 +65,28 @@ def recompose_command(
     new file is a layered one (NAME.layers-DIGEST.psd or .ora), the same choice deciding which
     layers are visible. A part that is hidden loses
     every pixel it owns, soft edge included (each pixel belongs to its nearest part); the
-    other pixels stay as they are. `--list` prints the parts. The new file's path goes to
-    stdout, one line per part (id, role, shown or hidden) to stderr. Exit status 2, with one
-    line on stderr, when OUTPUT has no layers or an id is unknown.
+    other pixels stay as they are. A layered file is of the whole source: the run's --crop and
+    --max-side do not apply to it. `--list` prints the parts to stdout (id, role, shown or
+    hidden, bbox [x, y, w, h] in source pixels, area as a share of the image, confidence,
+    relative focus, portability). Otherwise the new file's path goes to stdout and one line
+    per part to stderr. It never overwrites the run's cut-outs, its state or any other file but
+    an earlier recomposition of OUTPUT. Exit status 2, with one line on stderr, when OUTPUT has
+    no layers, an id is unknown or the target is refused.
     """
     if show is not None and hide is not None:
         raise typer.BadParameter("give --show or --hide, not both")
     dst = run_folder_of(output)
     name = output.relative_to(dst).as_posix()
     job = job_of(dst, name)
-    layers = stored_layers(job)
+    try:
+        layers = stored_layers(job)
+    except LayersNotRecorded as exc:
+        raise LayersNotRecorded(job.id, f"{name} was cut out without --layers: run `clipline "
+                                "run` on the same folders again with --layers (the model runs "
+                                "again)") from exc
     if list_parts:
         for part in layers.described(layers.job_selection):
-            typer.echo(_part_line(part), err=True)
+            typer.echo(_part_line(part))
         return
     shown = chosen(layers, show, hide)
     limits = Settings().decode_limits
@@ -90,8 +106,7 @@ def recompose_command(
         cut = layered_file(layered_format(layered), source, mask, layers.parts, shown=shown,
                            limits=limits)
     target = to or dst / selection_key(name, shown, extension=cut.extension)
-    if target == output:
-        raise UsageError(f"{target} is the run's own cut-out: it is not overwritten")
+    check_target(target, dst, name, cut.extension)
     store.put(str(target.parent), target.name, cut.data, content_type=cut.content_type)
     for part in layers.described(shown):
         typer.echo(_part_line(part), err=True)
@@ -107,8 +122,41 @@ def run_folder_of(output: Path) -> Path:
                      "`clipline run` (no .clipline/ledger.sqlite3 above it)")
 
 
+def check_target(target: Path, dst: Path, name: str, extension: str) -> None:
+    """Refuse (``UsageError``) a target that would lose data or mislead: one in the run's state
+    folder, one whose suffix is not ``extension``, or an existing file other than an earlier
+    recomposition of ``name`` (``NAME.layers-DIGEST.EXT`` beside it) - the run's cut-outs and
+    the user's sources included: a recomposition never overwrites them."""
+    suffix = target.suffix.lower()
+    if suffix != extension and not (extension == ".jpg" and suffix == ".jpeg"):
+        raise UsageError(f"--to {fields.escaped(str(target), 500)}: this file is {extension[1:]}; "
+                         f"give a name ending in {extension}")
+    if target.is_relative_to(dst / STATE_DIR):
+        raise UsageError(f"{fields.escaped(str(target), 500)} is inside the run's state "
+                         f"folder {STATE_DIR}/: choose another --to")
+    if not target.exists() and not target.is_symlink():
+        return
+    stem = name.rpartition(".")[0] if "." in name.rpartition("/")[2] else name
+    relative = target.relative_to(dst).as_posix() if target.is_relative_to(dst) else None
+    earlier = relative is not None and re.fullmatch(
+        re.escape(stem) + r"\.layers-[0-9a-f]{12}\.[a-z]+", relative) is not None
+    if not earlier or relative is None or find_job(dst, relative) is not None:
+        raise UsageError(f"{fields.escaped(str(target), 500)} exists and is not an earlier "
+                         "recomposition of this cut-out: it is not overwritten (choose another "
+                         "--to, or remove it first)")
+
+
 def job_of(dst: Path, name: str) -> Job:
-    """The job that last wrote the cut-out ``name`` (a path under ``dst``)."""
+    """The job that last wrote the cut-out ``name`` (a path under ``dst``); ``UsageError``
+    when none did."""
+    found = find_job(dst, name)
+    if found is None:
+        raise UsageError(f"no job of the run in {dst} wrote {name}")
+    return found
+
+
+def find_job(dst: Path, name: str) -> Job | None:
+    """The job that last wrote the cut-out ``name`` (a path under ``dst``), or None."""
     from pipeline.adapters.ledger.database import make_engine
     from pipeline.adapters.ledger.sql import SqlLedger
 
@@ -126,8 +174,6 @@ def job_of(dst: Path, name: str) -> Job:
                 break
     finally:
         ledger.close()
-    if found is None:
-        raise UsageError(f"no job of the run in {dst} wrote {name}")
     return found
 
 
@@ -136,7 +182,12 @@ def chosen(layers: StoredLayers, show: str | None, hide: str | None) -> frozense
     if show is not None:
         return ids(show, "--show")
     if hide is not None:
-        return layers.job_selection - ids(hide, "--hide")
+        hidden = ids(hide, "--hide")
+        unknown = sorted(hidden - {int(p["id"]) for p in layers.parts})
+        if unknown:
+            raise UnknownLayer(f"--hide: no part {', '.join(map(str, unknown[:10]))}: the mask "
+                               f"has {len(layers.parts)} parts (see --list)")
+        return layers.job_selection - hidden
     return layers.job_selection
 
 
@@ -156,11 +207,14 @@ def _finished(job: Job) -> Any:
 
 
 def _part_line(part: dict[str, Any]) -> str:
+    """``id role (reason) shown|hidden bbox=[x, y, w, h] area=... confidence=... focus=...
+    portability=...``: bbox in source pixels, area as a share of the image."""
     reason = f" ({part['reason']})" if part.get("reason") else ""
-    score = part.get("portability")
-    return (f"  {part['id']:>3} {part['role']}{reason} bbox={part['bbox']} "
-            f"{'shown' if part['shown'] else 'hidden'}"
-            + ("" if score is None else f" portability={score}"))
+    extras = [f"{key}={part[field]}" for key, field in (
+        ("area", "area_fraction"), ("confidence", "confidence"), ("focus", "relative_focus"),
+        ("portability", "portability")) if part.get(field) is not None]
+    return (f"  {part['id']:>3} {part['role']}{reason} "
+            f"{'shown' if part['shown'] else 'hidden'} bbox={part['bbox']} " + " ".join(extras))
 
 
 

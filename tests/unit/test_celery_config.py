@@ -24,7 +24,7 @@ def test_delivery_settings() -> None:
     assert (conf["task_soft_time_limit"], conf["task_time_limit"]) == (60, 90)
     assert conf["broker_transport_options"]["visibility_timeout"] == 600
     assert conf["broker_transport_options"]["queue_order_strategy"] == "priority"
-    assert conf["worker_max_memory_per_child"] == 1024 * 1024  # KiB
+    assert conf["worker_max_memory_per_child"] == 2048 * 1024  # KiB
     assert conf["task_ignore_result"] and conf["result_backend"] is None
 
 

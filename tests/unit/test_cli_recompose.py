@@ -111,8 +111,10 @@ def test_layered_refuses_another_format(tmp_path: Path, cli: Cli) -> None:
 def test_list_prints_the_parts_and_writes_nothing(tmp_path: Path, cli: Cli) -> None:
     dst = cut(tmp_path)
     code, out, err = clipline(*cli, "recompose", str(dst / "shop" / "discs.png"), "--list")
-    assert (code, out) == (0, "")
-    assert [line.split()[1] for line in err.strip().splitlines()].count("main") == 1
+    assert (code, err) == (0, "")
+    lines = out.strip().splitlines()
+    assert [line.split()[1] for line in lines].count("main") == 1 and len(lines) == 3
+    assert all("bbox=[" in line and "confidence=" in line for line in lines)
     assert sorted(p.name for p in (dst / "shop").iterdir()) == ["discs.png"]
 
 
@@ -128,10 +130,39 @@ def test_a_bad_choice_is_one_line_and_exit_2(tmp_path: Path, cli: Cli, args: tup
     assert code == 2 and reason in err and len(err.strip().splitlines()) == 1
 
 
+def test_asking_twice_overwrites_only_its_own_earlier_file(tmp_path: Path, cli: Cli) -> None:
+    dst = cut(tmp_path)
+    first = clipline(*cli, "recompose", str(dst / "shop" / "discs.png"), "--hide", "0")
+    again = clipline(*cli, "recompose", str(dst / "shop" / "discs.png"), "--hide", "0")
+    assert first[0] == again[0] == 0 and first[1] == again[1]
+
+
+@pytest.mark.parametrize("where", [
+    "shop/discs.png",  # the run's own cut-out
+    "other.png",  # any other file that exists: another cut-out, a source
+    ".clipline/layers/x.png",  # the run's state
+    "shop/discs.layers-0123456789ab.jpg",  # the wrong extension for a png cut-out
+])
+def test_to_never_overwrites_or_misnames(tmp_path: Path, cli: Cli, where: str) -> None:
+    dst = cut(tmp_path)
+    (dst / "other.png").write_bytes(b"keep me")
+    before = {p: p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    code, _, err = clipline(*cli, "recompose", str(dst / "shop" / "discs.png"), "--hide", "0",
+                            "--to", str(dst / where))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert {p: p.read_bytes() for p in dst.rglob("*") if p.is_file()} == before
+
+
+def test_an_unknown_id_to_hide_is_refused_too(tmp_path: Path, cli: Cli) -> None:
+    dst = cut(tmp_path)
+    code, _, err = clipline(*cli, "recompose", str(dst / "shop" / "discs.png"), "--hide", "7")
+    assert code == 2 and "unknown_layer" in err and "no part 7" in err
+
+
 def test_a_run_without_layers_says_how_to_get_them(tmp_path: Path, cli: Cli) -> None:
     dst = cut(tmp_path, layers=False)
     code, _, err = clipline(*cli, "recompose", str(dst / "shop" / "discs.png"))
-    assert code == 2 and "layers_not_recorded" in err and "layers=true" in err
+    assert code == 2 and "layers_not_recorded" in err and "--layers" in err
 
 
 def test_a_source_changed_since_is_refused(tmp_path: Path, cli: Cli) -> None:
