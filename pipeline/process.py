@@ -5,8 +5,8 @@ inference batched in between)::
 
     prepare(data)            decode once, safely; the model's input is resized from that decode
     segmenter.predict(...)   a batch of model inputs → masks
-    finish(prepared, mask)   choose the subject, clean the edges (edges=clean), compose, encode,
-                             describe
+    finish(prepared, mask)   choose the subject, refine and clean the edges (edges=refine/clean),
+                             compose, encode, describe
 
 ``cut_out`` chains the three for one image; ``process_job`` adds fetching from and writing to an
 ``ObjectStore``, which is what a worker runs for a job.
@@ -18,7 +18,7 @@ import hashlib
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,10 +28,11 @@ from pipeline.imaging.compose import compose, multiply_alpha
 from pipeline.imaging.decode import DEFAULT_LIMITS, DecodedImage, DecodeLimits, decode, model_input
 from pipeline.imaging.edges import decontaminate
 from pipeline.imaging.encode import encode
+from pipeline.imaging.refine import refine_alpha
 from pipeline.jobs import Job, canonical_json
 from pipeline.options import OutputOptions
 from pipeline.ports import ObjectStore, Segmenter
-from pipeline.subject import find_subject
+from pipeline.subject import alpha_bbox, find_subject
 
 STAGES = ("fetch", "decode", "infer", "edges", "compose", "encode", "put")
 
@@ -92,7 +93,11 @@ def finish(
             image=prepared.model_input,
         )
     rgba = decoded.rgba
-    if options.edges == "clean":
+    if options.edges == "refine" and not subject.empty:
+        with timings.stage("edges"):
+            refined = refine_alpha(rgba[..., :3], subject.alpha)
+            subject = replace(subject, alpha=refined, bbox=alpha_bbox(refined))
+    if options.edges != "keep" and options.channels == "rgba":
         with timings.stage("edges"):
             # The output's alpha (the mask's times the source's own), at the image's size.
             rgba = decontaminate(rgba, multiply_alpha(subject.alpha, rgba[..., 3]))

@@ -65,7 +65,8 @@ def run(
                                 "frame-cut fragments (recorded in the metadata)."),
     edges: str = typer.Option("keep", help="keep: soft edges keep the old background's colour; "
                               "clean: estimate the subject's own colour there (foreground "
-                              "estimation; alpha unchanged; slower)."),
+                              "estimation; alpha unchanged; slower); refine: also re-estimate "
+                              "alpha along the outline (guided filter), then clean."),
     strict_empty: bool = typer.Option(False, help="An image with no subject fails (empty_mask) "
                                       "instead of giving an empty cut-out."),
     model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2netp)."),

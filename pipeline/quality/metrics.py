@@ -158,7 +158,7 @@ def recomposite_error(cutout: npt.NDArray[np.uint8], true_colour: Rgb, truth: Al
 
 
 def edge_band(truth: Alpha, width: float = BOUNDARY_TOLERANCE_PX) -> npt.NDArray[np.bool_]:
-    """The true edge band [H, W] bool: where the true alpha is soft (0 < α < 255), or within
+    """The true edge band [H, W] bool: where the true alpha is soft (0 < alpha < 255), or within
     ``width`` pixels (Euclidean) of the true outline (``boundary`` of ``truth >= 128``).
 
     Taken from the truth alone, so every candidate cut-out of an image is scored on the same
@@ -179,7 +179,7 @@ def recomposite_band_error(cutout: npt.NDArray[np.uint8], true_colour: Rgb, trut
     pixels and the three channels, in [0, 1]; 0.0 when the truth has no edge (nothing there to
     get wrong; a wrong cut-out of an empty truth shows in the frame-wide error).
 
-    The frame-wide mean dilutes the edge by the flat inside and outside (a band is 5–25 % of
+    The frame-wide mean dilutes the edge by the flat inside and outside (a band is 5-25 % of
     a composite frame); this is the error where hair, fur and spill live."""
     band = edge_band(truth)
     if not band.any():
@@ -189,7 +189,7 @@ def recomposite_band_error(cutout: npt.NDArray[np.uint8], true_colour: Rgb, trut
 
 def recomposite_difference(cutout: npt.NDArray[np.uint8], true_colour: Rgb, truth: Alpha,
                            background: Rgb | None = None) -> npt.NDArray[np.float32]:
-    """Per pixel [H, W] float32 in [0, 1]: |cut-out over ``background`` − true foreground over it
+    """Per pixel [H, W] float32 in [0, 1]: |cut-out over ``background`` - true foreground over it
     by the true alpha|, averaged over RGB (see ``recomposite_error``)."""
     if cutout.ndim != 3 or cutout.shape[2] != 4:
         raise ValueError(f"cutout must be [H, W, 4] RGBA, got {list(cutout.shape)}")
