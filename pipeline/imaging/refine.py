@@ -21,9 +21,10 @@ pymatting has none. Closed-form matting (pymatting's ``estimate_alpha_cf``, Levi
 and Weiss, PAMI 2008) over the same trimap was measured against it on the train composites; see
 docs/QUALITY.md, "Refined edges".
 
-Bounded cost, as ``pipeline.imaging.edges``: the work runs on the bounding box of the band
-(plus ``MARGIN_PX``), box-downscaled to at most ``WORK_SIDE`` on its longest side; the refined
-alpha is scaled back (bilinear) and written into the band only. Pure NumPy/SciPy: no I/O.
+Bounded cost: the band and the filter are worked out on the whole image box-downscaled to at
+most ``WORK_SIDE`` on its longest side (finer than the model's 320² mask already), and the
+refined alpha is scaled back (bilinear) and written into the band only; at the image's size
+there is only a threshold, two resizes and a copy. Pure NumPy/SciPy/Pillow: no I/O.
 """
 
 from __future__ import annotations
@@ -34,9 +35,7 @@ from PIL import Image
 from scipy import ndimage
 
 WORK_SIDE = 512
-"""The longest side, in pixels, of the region the refinement runs on."""
-MARGIN_PX = 8
-"""Context around the band's bounding box, in pixels of the image."""
+"""The longest side, in pixels, of the image the refinement runs on."""
 BAND_PX = 8
 """Half-width of the trimap's unknown band around the mask's outline, in working pixels."""
 RADIUS = 8
@@ -73,18 +72,29 @@ def refine_alpha(
     if work_side < 1 or radius < 1 or band_px <= 0 or eps <= 0:
         raise ValueError("work_side, radius, band_px and eps must be positive")
     height, width = alpha.shape
-    scale = min(1.0, work_side / max(height, width))
-    band = unknown_band(alpha, band_px / scale)
-    out: Alpha = np.where(alpha >= 128, 255, 0).astype(np.uint8)
-    rows, cols = np.flatnonzero(band.any(axis=1)), np.flatnonzero(band.any(axis=0))
-    if rows.size == 0:
+    inside = alpha >= 128
+    out: Alpha = np.where(inside, 255, 0).astype(np.uint8)
+    if inside.all() or not inside.any():
         return out
-    top, bottom = max(0, int(rows[0]) - MARGIN_PX), min(height, int(rows[-1]) + 1 + MARGIN_PX)
-    left, right = max(0, int(cols[0]) - MARGIN_PX), min(width, int(cols[-1]) + 1 + MARGIN_PX)
-    region = (slice(top, bottom), slice(left, right))
-    refined = _refine_region(rgb[region], alpha[region], work_side, radius, eps)
-    inside = band[region]
-    out[region][inside] = refined[inside]
+    scale = min(1.0, work_side / max(height, width))
+    small = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image, matte = Image.fromarray(np.ascontiguousarray(rgb)), Image.fromarray(alpha)
+    if small != (width, height):
+        # Box filter: each working pixel is the mean of the pixels it covers.
+        image = image.resize(small, Image.Resampling.BOX)
+        matte = matte.resize(small, Image.Resampling.BOX)
+    small_alpha = np.asarray(matte, dtype=np.uint8)
+    # The band at working size, grown by one pixel so that, scaled up, it covers the outline.
+    band = unknown_band(small_alpha, band_px + (1.0 if scale < 1.0 else 0.0))
+    guide = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    q = guided_filter(guide, (small_alpha >= 128).astype(np.float32), radius, eps)
+    refined = Image.fromarray(np.clip(np.rint(q * 255.0), 0, 255).astype(np.uint8))
+    band_image = Image.fromarray(band.astype(np.uint8) * 255)
+    if small != (width, height):
+        refined = refined.resize((width, height), Image.Resampling.BILINEAR)
+        band_image = band_image.resize((width, height), Image.Resampling.NEAREST)
+    on_band = np.asarray(band_image) > 0
+    out[on_band] = np.asarray(refined, dtype=np.uint8)[on_band]
     return out
 
 
@@ -112,23 +122,3 @@ def guided_filter(guide: Floats, src: Floats, radius: int, eps: float) -> Floats
     mean_a = np.stack([mean(a[..., c]) for c in range(3)], axis=-1)
     q: Floats = np.einsum("hwc,hwc->hw", mean_a, guide) + mean(b)
     return q
-
-
-def _refine_region(rgb: npt.NDArray[np.uint8], alpha: Alpha, work_side: int, radius: int,
-                   eps: float) -> Alpha:
-    """The guided filter's alpha [h, w] uint8 of a region's thresholded mask, worked out at
-    most ``work_side`` pixels on its longest side and scaled back to the region's size."""
-    height, width = alpha.shape
-    scale = min(1.0, work_side / max(height, width))
-    small = (max(1, round(width * scale)), max(1, round(height * scale)))
-    image, matte = Image.fromarray(np.ascontiguousarray(rgb)), Image.fromarray(alpha)
-    if small != (width, height):
-        image = image.resize(small, Image.Resampling.BOX)
-        matte = matte.resize(small, Image.Resampling.BOX)
-    guide = np.asarray(image, dtype=np.float32) / np.float32(255.0)
-    src = (np.asarray(matte) >= 128).astype(np.float32)
-    q = guided_filter(guide, src, radius, eps)
-    refined = Image.fromarray(np.clip(np.rint(q * 255.0), 0, 255).astype(np.uint8))
-    if refined.size != (width, height):
-        refined = refined.resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(refined, dtype=np.uint8)
