@@ -43,8 +43,10 @@ test: venv $(TRITON_STAMP) $(REMBG_STAMP) services  ## lint and type-check, then
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-triton: venv $(TRITON_STAMP)  ## serve u2netp on a local Triton (127.0.0.1:8001 gRPC) for CLIPLINE_SEGMENTER=triton
-	$(BIN)/clipline models pull u2netp
+triton: venv $(TRITON_STAMP)  ## serve every served model (CLIPLINE_SERVED_MODELS, else CLIPLINE_MODEL) on a local Triton (127.0.0.1:8001 gRPC) for CLIPLINE_SEGMENTER=triton
+	for model in $$($(BIN)/python -c 'from pipeline.settings import Settings; print(*Settings().served)'); do \
+	  $(BIN)/clipline models pull $$model || exit 1; \
+	done
 	$(BIN)/clipline triton serve
 
 FUZZ_EXAMPLES ?= 2000

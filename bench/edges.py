@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=4)
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     args = parser.parse_args()
-    settings = Settings()
+    settings = Settings(model="u2netp")  # the model the figures in the docstring are of
     segmenter = bootstrap.segmenter(settings)
     files = sorted(p for p in args.images.iterdir() if p.suffix in {".webp", ".jpg", ".png"})
     images = [_png(p) for p in files[: args.count]]

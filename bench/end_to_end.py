@@ -38,6 +38,7 @@ from pipeline.options import OutputOptions
 from pipeline.process import STAGES, cut_out
 from pipeline.triton_launch import uint8_graph
 from tests.distkit import cluster
+from tests.modelkit import TEST_MODEL
 from tests.tritonkit import TritonServer, free_port
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "products"
@@ -77,8 +78,9 @@ def distributed(images: list[tuple[str, bytes]], model_file: Path, processes: in
                 c.put_image(name, data)
             c.start_worker(concurrency=processes)
             batch = c.ledger.create_batch(label="end-to-end bench")
-            c.ledger.submit_many((JobSpec(bucket="photos", key=n) for n, _ in images),
-                                 batch_id=batch)
+            c.ledger.submit_many(
+                (JobSpec(bucket="photos", key=n, model=TEST_MODEL) for n, _ in images),
+                batch_id=batch)
             jobs = c.ledger.list_jobs(batch_id=batch, limit=len(images))
             c.queue.publish([Dispatch(j.id, j.priority) for j in jobs])
             counts = c.wait_batch(batch, timeout=600)

@@ -27,6 +27,7 @@ from pipeline.adapters.ledger.schema import job_events
 from pipeline.intake import queued_pages
 from pipeline.jobs import Dispatch, JobSpec, JobStatus
 from tests.distkit import cluster
+from tests.modelkit import TEST_MODEL
 from tests.pictures import square
 
 
@@ -86,7 +87,8 @@ def main() -> None:
             start = time.perf_counter()
             batch = c.ledger.create_batch(label="orchestration bench")
             c.ledger.submit_many(
-                (JobSpec(bucket=str(src), key=f"{i:07d}.png") for i in range(args.jobs)),
+                (JobSpec(bucket=str(src), key=f"{i:07d}.png", model=TEST_MODEL)
+                 for i in range(args.jobs)),
                 batch_id=batch,
             )
             recorded = time.perf_counter()

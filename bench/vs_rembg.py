@@ -59,7 +59,9 @@ class Tools:
     rembg_model: Path  # the same file, under rembg's home
 
     def clipline_env(self) -> dict[str, str]:
-        return {**os.environ, "CLIPLINE_MODELS_DIR": str(self.models_dir)}
+        # u2netp on both sides: the same file (Clipline's default model is u2net).
+        return {**os.environ, "CLIPLINE_MODELS_DIR": str(self.models_dir),
+                "CLIPLINE_MODEL": "u2netp"}
 
     def clipline_run(self, src: Path, dst: Path, extra: Sequence[str] = ()) -> list[str]:
         return [str(self.clipline), "run", *extra, str(src), str(dst)]

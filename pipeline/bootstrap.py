@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
-
 from pipeline.errors import InvalidSettings
+from pipeline.model_registry import ModelRegistry
 from pipeline.models import get_spec, resolve
 from pipeline.ports import ObjectStore, Queue, Segmenter
 from pipeline.reconcile import ReconcileConfig
@@ -21,9 +17,14 @@ from pipeline.worker import JobRunner, RunnerConfig, Translate
 FAKE_SIZE = (64, 64)
 
 
-def segmenter(settings: Settings, *, threads: int | None = None) -> Segmenter:
-    """The configured model runner. ``threads`` caps ONNX Runtime's intra-op threads."""
-    spec = get_spec(settings.model)
+def segmenter(
+    settings: Settings, *, model: str | None = None, threads: int | None = None
+) -> Segmenter:
+    """The runner of ``model`` (default: the settings' default model). ``threads`` caps ONNX
+    Runtime's intra-op threads. Raises ``ModelError`` (a missing or altered file) and, for
+    Triton, ``InferenceUnavailable`` (not answering, or not serving the model)."""
+    name = model or settings.model
+    spec = get_spec(name)
     if settings.segmenter == "fake":
         from pipeline.adapters.segmenters.fake import FakeSegmenter
 
@@ -31,10 +32,9 @@ def segmenter(settings: Settings, *, threads: int | None = None) -> Segmenter:
     if settings.segmenter == "triton":
         from pipeline.adapters.segmenters.triton_client import TritonSegmenter
 
-        # Triton serves the uint8 rewrite under the original model's name (u2netp).
         return TritonSegmenter(
             settings.triton_url,
-            settings.triton_model or spec.derived_from or spec.name,
+            triton_name(settings, name),
             model_version=settings.triton_model_version,
             protocol=settings.triton_protocol,
             timeout=settings.triton_timeout_seconds,
@@ -47,6 +47,24 @@ def segmenter(settings: Settings, *, threads: int | None = None) -> Segmenter:
         resolve(spec, settings.model_folder), spec, intra_op_threads=threads,
         allow_spinning=False,
     )
+
+
+def triton_name(settings: Settings, model: str) -> str:
+    """The name ``model`` has on Triton: TRITON_MODEL for the default model when it is set,
+    else the original spec's name (Triton serves each uint8 rewrite under it: ``u2net``)."""
+    if model == settings.model and settings.triton_model:
+        return settings.triton_model
+    spec = get_spec(model)
+    return spec.derived_from or spec.name
+
+
+def segmenters(settings: Settings, *, threads: int | None = None) -> ModelRegistry:
+    """Every served model (``Settings.served``), each built on its first job."""
+    def size(name: str) -> tuple[int, int]:
+        return FAKE_SIZE if settings.segmenter == "fake" else get_spec(name).input_size
+
+    return ModelRegistry(
+        settings.served, lambda name: segmenter(settings, model=name, threads=threads), size)
 
 
 def embedded_ledger(state_dir: Path):  # type: ignore[no-untyped-def]
@@ -102,40 +120,9 @@ def job_runner(
         ledger_retry_seconds=settings.lease_seconds,
     )
     ledger = SqlLedger.from_settings(settings)
-    model = LazySegmenter(
-        lambda: segmenter(settings, threads=segmenter_threads),
-        FAKE_SIZE if settings.segmenter == "fake" else get_spec(settings.model).input_size,
-    )
-    return JobRunner(ledger, object_store(settings), model, queue, ledger.clock, config,
+    models = segmenters(settings, threads=segmenter_threads)
+    return JobRunner(ledger, object_store(settings), models, queue, ledger.clock, config,
                      translate=translate)
-
-
-class LazySegmenter:
-    """Builds the real segmenter on first use, and again after a failed build.
-
-    A worker process may start while Triton is restarting: building eagerly would fail the
-    process before it could even claim a job. Built lazily, the job is claimed, fails with
-    ``InferenceUnavailable`` and is retried with backoff like any other outage.
-    """
-
-    def __init__(self, build: Callable[[], Segmenter], input_size: tuple[int, int]) -> None:
-        self._build = build
-        self._size = input_size
-        self._inner: Segmenter | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self._size
-
-    def warm(self) -> Segmenter:
-        with self._lock:
-            if self._inner is None:
-                self._inner = self._build()
-            return self._inner
-
-    def predict(self, images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        return self.warm().predict(images)
 
 
 def reconcile_config(settings: Settings) -> ReconcileConfig:

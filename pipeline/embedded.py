@@ -14,6 +14,12 @@ but the first in sorted order. An output file recorded by a job of another sourc
 SRC into the same DST, or a source that has left) is never overwritten: that job fails with
 ``output_collision``. A source run again with other options replaces its own cut-out.
 
+**Layers** (``--layers``): the model-size mask of each cut-out is kept in the run's state
+folder, ``DST/.clipline/layers/<output name>.mask.png`` (``layers_mask_name``), and its name is
+recorded in the job's result (``layers_mask``), so ``clipline recompose`` can remake a cut-out
+with parts switched on or off. Not beside the cut-out: DST stays a folder of cut-outs only,
+and no mask name can ever be the name of another source's cut-out (``pipeline.run_names``).
+
 **File names are data:** a file the ledger cannot key (not UTF-8, a control character, too
 long) or cannot look at, and a folder that cannot be listed, are refused one by one with a
 reason (``pipeline.run_files``); they are reported and counted, never fatal.
@@ -58,6 +64,7 @@ from pipeline.run_names import OutputOwners, OutputPlan, Source
 __all__ = ["IMAGE_SUFFIXES", "STATE_DIR", "EmbeddedRun", "RunLocked", "Summary"]
 
 STATE_DIR = ".clipline"
+LAYERS_DIR = f"{STATE_DIR}/layers"
 HISTORY_OF = "superseded_versions_of"
 """The meta key that marks a run's history batch (the batch whose superseded jobs it keeps)."""
 PAGE = 2000
@@ -134,6 +141,11 @@ def batch_id_for(src: Path, options: OutputOptions, model: str) -> uuid.UUID:
     """One batch per (source folder, options, model): reruns add to the same batch."""
     ident = canonical_json([str(src.resolve()), options.normalised(), model])
     return uuid.uuid5(uuid.NAMESPACE_URL, "clipline-run:" + ident)
+
+
+def layers_mask_name(output: str) -> str:
+    """Where (under DST) the layers mask of the cut-out named ``output`` is kept."""
+    return f"{LAYERS_DIR}/{output}.mask.png"
 
 
 def history_id_for(batch_id: uuid.UUID) -> uuid.UUID:
@@ -284,9 +296,15 @@ class EmbeddedRun:
             options = OutputOptions.parse(job.options)
             cut = finish(prepared, mask, options, model=self.model)
             name = self.plan.name_for(job.key)
+            stored: dict[str, str] = {}
             with prepared.timings.stage("put"):
+                if cut.layers_mask is not None:
+                    stored["layers_mask"] = layers_mask_name(name)
+                    self.store.put(str(dst), stored["layers_mask"], cut.layers_mask,
+                                   content_type="image/png")
                 self.store.put(str(dst), name, cut.data, content_type=cut.content_type)
-            result = {**cut.metadata, "output": name, "timings_ms": prepared.timings.ms()}
+            result = {**cut.metadata, "output": name, **stored,
+                      "timings_ms": prepared.timings.ms()}
             self.ledger.complete(job.id, claim.token, result)
             self.owners.record(name, (job.bucket, job.key))
         except Exception as exc:  # noqa: BLE001 - the outer edge: every failure is recorded

@@ -28,9 +28,12 @@ Every failure that reaches the ledger is one of two kinds, and nothing else deci
         ├── UnsupportedMode        unsupported_mode      a pixel mode we cannot convert
         ├── EmptyMask              empty_mask            nothing found, and the caller was strict
         ├── InvalidOptions         invalid_options       output options that cannot be honoured
+        ├── InvalidLayers          invalid_layers        layers a layered file cannot hold
         ├── OutputCollision        output_collision      the output file belongs to another source
         ├── OutputNameTooLong      output_name_too_long  the file system refuses the output's name
-        └── ModelError             model_error           missing file, wrong checksum, bad graph
+        ├── ModelError             model_error           missing file, wrong checksum, bad graph
+        ├── UnknownLayer           unknown_layer         recompose: a part id the mask does not have
+        └── ModelNotServed         model_not_served      the job's model is not served here
 
 An *outage* is a transient failure that says a shared dependency is down rather than that the
 job is at fault. It does not spend the job's attempts: the job waits out the outage, up to the
@@ -41,8 +44,9 @@ Vendor exceptions (botocore, tritonclient, sqlalchemy, PIL) are translated into 
 adapter that called the vendor, with ``raise ... from exc``.
 
 Ledger refusals are not job failures: they tell a caller that the state it assumed is gone.
-``LeaseLost`` (a stale or foreign lease token), ``JobNotFound`` and ``TransitionRefused``
-derive from ``LedgerRefusal``.
+``LeaseLost`` (a stale or foreign lease token), ``JobNotFound``, ``TransitionRefused`` and the
+two refusals to recompose a job (``JobNotSucceeded``, ``LayersNotRecorded``; see
+``pipeline.recompose``) derive from ``LedgerRefusal``.
 
 Requests refused before any job exists derive from ``UsageError`` (nothing recorded, nothing
 to retry): bad settings, fields, manifests, cursors and events; ``OpenTenantsUndecided`` (an
@@ -227,6 +231,14 @@ class InvalidOptions(PermanentError):
     default_message = "the output options are invalid"
 
 
+class InvalidLayers(PermanentError):
+    """Layers that a layered file (``pipeline.imaging.layered``) cannot hold: none, sizes or
+    shapes that differ, a name empty, repeated or unprintable, a canvas over the format's limit."""
+
+    reason = "invalid_layers"
+    default_message = "the layers cannot be written as a layered file"
+
+
 class OutputCollision(PermanentError):
     """The output name is taken by another source's cut-out (or a folder is in the way):
     writing would overwrite it, so the job fails instead (see ``pipeline.run_names``)."""
@@ -243,6 +255,21 @@ class OutputNameTooLong(PermanentError):
 class ModelError(PermanentError):
     reason = "model_error"
     default_message = "the segmentation model is missing or invalid"
+
+
+class UnknownLayer(PermanentError):
+    """A recompose asked for a part id that the job's layers mask does not have."""
+
+    reason = "unknown_layer"
+    default_message = "no part of the mask has that id"
+
+
+class ModelNotServed(PermanentError):
+    """The job names a model this deployment (or this worker) does not serve: dead at once, and
+    re-drivable once a worker serves it (``CLIPLINE_SERVED_MODELS``)."""
+
+    reason = "model_not_served"
+    default_message = "the job's model is not served here"
 
 
 # -- ledger refusals --------------------------------------------------------------------------
@@ -279,6 +306,18 @@ class TransitionRefused(LedgerRefusal):
     """The job's status does not allow the asked-for transition (e.g. cancelling a finished job)."""
 
     reason = "transition_refused"
+
+
+class JobNotSucceeded(LedgerRefusal):
+    """Recompose needs a job that has succeeded (its output and mask exist)."""
+
+    reason = "job_not_succeeded"
+
+
+class LayersNotRecorded(LedgerRefusal):
+    """Recompose needs a job that was run with the option ``layers`` (its mask was stored)."""
+
+    reason = "layers_not_recorded"
 
 
 PERMANENT_REASONS: frozenset[str] = frozenset(

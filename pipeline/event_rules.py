@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import fields
-from pipeline.errors import InvalidField, InvalidOptions, InvalidSettings
+from pipeline.errors import InvalidField, InvalidOptions, InvalidSettings, ModelNotServed
+from pipeline.models import DEFAULT_MODEL, check_served
 from pipeline.options import OutputOptions
 
 RULE_FIELDS = frozenset({"bucket", "prefix", "tenant", "priority", "model", "options"})
@@ -31,7 +32,7 @@ class Rule:
     prefix: str
     tenant: str
     priority: int = 0
-    model: str = "u2netp"
+    model: str = DEFAULT_MODEL
     options: Mapping[str, Any] = field(default_factory=dict)  # normalised (OutputOptions)
 
     @property
@@ -43,22 +44,26 @@ class Rule:
 class EventRules:
     """Which writes become jobs, for whom, with what options. A TOML file of ``[[rule]]``
     tables: ``bucket``, ``prefix`` (default: the whole bucket), ``tenant``, ``priority``
-    (default 0), ``model`` (default: the settings' model) and ``[rule.options]``."""
+    (default 0), ``model`` (default: the settings' model; one of the served models, when
+    ``served`` is given) and ``[rule.options]``."""
 
     rules: tuple[Rule, ...]
 
     @classmethod
-    def load(cls, path: Path, *, model: str = "u2netp") -> EventRules:
+    def load(cls, path: Path, *, model: str = DEFAULT_MODEL,
+             served: tuple[str, ...] | None = None) -> EventRules:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise InvalidSettings(f"events rules file {path}: {exc.strerror or exc}") from exc
-        return cls.parse(text, source=str(path), model=model)
+        return cls.parse(text, source=str(path), model=model, served=served)
 
     @classmethod
-    def parse(cls, text: str, *, source: str = "rules", model: str = "u2netp") -> EventRules:
+    def parse(cls, text: str, *, source: str = "rules", model: str = DEFAULT_MODEL,
+              served: tuple[str, ...] | None = None) -> EventRules:
         """Every rule checked, options included, so a bad file stops ``clipline events`` at
-        start with the rule named, not at the first event it would have matched."""
+        start with the rule named, not at the first event it would have matched. With
+        ``served`` (the settings' served models), a rule's model must be one of them."""
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -69,7 +74,7 @@ class EventRules:
         items = doc.get("rule")
         if not isinstance(items, list) or not items:
             raise InvalidSettings(f"{source}: no [[rule]] tables")
-        rules = tuple(_rule(item, f"{source}: rule {n}", model)
+        rules = tuple(_rule(item, f"{source}: rule {n}", model, served)
                       for n, item in enumerate(items, start=1))
         names = [r.name for r in rules]
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -91,7 +96,7 @@ class EventRules:
         return frozenset(r.tenant for r in self.rules)
 
 
-def _rule(item: Any, where: str, model: str) -> Rule:
+def _rule(item: Any, where: str, model: str, served: tuple[str, ...] | None) -> Rule:
     if not isinstance(item, dict):
         raise InvalidSettings(f"{where}: expected a table")
     bucket, prefix = item.get("bucket"), item.get("prefix", "")
@@ -102,13 +107,19 @@ def _rule(item: Any, where: str, model: str) -> Rule:
         raise InvalidSettings(f"{where}: unknown field(s) [{unknown}]; "
                               f"known: {sorted(RULE_FIELDS)}")
     try:
-        return Rule(
+        rule = Rule(
             bucket=fields.BUCKET.check(bucket), prefix=fields.PREFIX.check(prefix),
             tenant=fields.TENANT.check(item.get("tenant")),
             priority=fields.PRIORITY.check(item.get("priority", 0)),
             model=fields.MODEL.check(item.get("model", model)), options=_options(item, where))
     except InvalidField as exc:
         raise InvalidSettings(f"{where}: {exc.field!r}: {exc.problem}") from exc
+    if served is not None:
+        try:
+            check_served(rule.model, served)
+        except ModelNotServed as exc:
+            raise InvalidSettings(f"{where}: {exc.message} (CLIPLINE_SERVED_MODELS)") from exc
+    return rule
 
 
 def _options(item: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Focus of each mask component: how sharp the image is inside it, relative to the main one.
+"""Focus of each mask component: how sharp the image is along its edge, relative to the main one.
 
 The measure is the **Tenengrad** (squared Sobel gradient magnitude, averaged over a region), one
 of the gradient-based operators compared in Pertuz, Puig and Garcia, "Analysis of focus measure
@@ -8,13 +8,18 @@ a defocused region has lost its high spatial frequencies, so its gradients are w
 * **Pixels:** the model-input image (RGB uint8 [h, w, 3], the source squeezed to model size,
   e.g. 320x320), as grey (ITU-R BT.601 luma, float32 in [0, 255]), resized to the mask's shape
   if the two differ. Measured at model size, so the figure does not depend on source resolution.
-* **Region:** each component (labels [h, w] int, 1..count) eroded by ``ERODE_PX`` pixels, so the
-  mask edge itself, where the object meets the background and the gradient is the contrast
-  between the two, does not count. A component that erosion empties is measured uneroded.
+* **Region:** each component's **inner edge band** (labels [h, w] int, 1..count): its pixels
+  less the component eroded by ``BAND_PX`` pixels, i.e. the outermost ``BAND_PX`` pixels of the
+  part. That is where the object's outline is, and an outline is sharp in a sharp object
+  whatever its inside holds: a flat clip-art fill has no gradient inside (the interior measure
+  the previous rule used read it as a blur, 1-3 grey levels squared against 10^4-10^5 for a
+  photo), but a crisp outline; a defocused object's outline is spread over the blur's width, so
+  its band is weak too. This is the texture guard of docs/QUALITY.md ("Subject selection").
+  A component thinner than the band is all band.
 * **Unit:** grey levels squared per pixel (Sobel's 3x3 kernels, whose gain is 4, unnormalised).
-  Only ratios are used: ``relative focus = focus(component) / focus(main)``, 1.0 for the main
-  component, > 1 for a part sharper than it. When the main one is flat (focus 0: a uniform
-  clip-art fill), nothing can be compared and every relative focus is 1.0.
+  Only ratios are used: ``relative focus = focus(component) / focus(reference)``, 1.0 for the
+  reference, > 1 for a part sharper than it. When the reference is flat (focus 0: no gradient
+  even at its outline), nothing can be compared and every relative focus is 1.0.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import numpy.typing as npt
 from PIL import Image
 from scipy import ndimage
 
-ERODE_PX = 2
+BAND_PX = 4
+"""Width of the inner edge band, in model pixels (train composites: 4 px; see QUALITY.md)."""
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -56,7 +62,10 @@ def tenengrad(luma: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 def component_focus(
     image: npt.NDArray[np.uint8], labels: npt.NDArray[Any], count: int
 ) -> npt.NDArray[np.float64]:
-    """Mean Tenengrad inside each eroded component: float64 [count], index 0 is label 1."""
+    """Mean Tenengrad on each component's inner edge band: float64 [count], index 0 is label 1.
+
+    ``image`` is RGB uint8 [h, w, 3] (or grey [h, w]); ``labels`` int [h, w] with components
+    1..``count`` (0 is background). Grey levels squared per pixel; 0.0 for a missing label."""
     energy = tenengrad(grey(image, (int(labels.shape[0]), int(labels.shape[1]))))
     focus = np.zeros(count, dtype=np.float64)
     slices = ndimage.find_objects(labels)
@@ -67,10 +76,8 @@ def component_focus(
         rows = slice(max(0, box[0].start - 1), box[0].stop + 1)
         cols = slice(max(0, box[1].start - 1), box[1].stop + 1)
         region = labels[rows, cols] == index
-        inner = ndimage.binary_erosion(region, iterations=ERODE_PX)
-        if not inner.any():
-            inner = region
-        focus[index - 1] = float(energy[rows, cols][inner].mean())
+        band = region & ~ndimage.binary_erosion(region, iterations=BAND_PX)
+        focus[index - 1] = float(energy[rows, cols][band].mean())
     return focus
 
 

@@ -29,6 +29,7 @@ from pipeline import fields, json_limits
 from pipeline.errors import InvalidManifest, InvalidOptions
 from pipeline.fields import shown
 from pipeline.jobs import Job, JobSpec, JobStatus
+from pipeline.models import DEFAULT_MODEL
 from pipeline.options import OutputOptions
 from pipeline.paging import Page
 from pipeline.run_files import IMAGE_SUFFIXES
@@ -192,7 +193,7 @@ def _item_spec(item: Mapping[str, Any], defaults: Mapping[str, Any]) -> JobSpec:
         bucket=fields.BUCKET.check(item["bucket"]), key=fields.KEY.check(item["key"]),
         version=_optional(item.get("version"), fields.VERSION),
         options={**defaults.get("options", {}), **options},
-        model=fields.MODEL.check(item.get("model", defaults.get("model", "u2netp"))),
+        model=fields.MODEL.check(item.get("model", defaults.get("model", DEFAULT_MODEL))),
         priority=fields.PRIORITY.check(priority),
         idempotency_key=_optional(item.get("idempotency_key"), fields.IDEMPOTENCY_KEY),
     )

@@ -26,6 +26,8 @@ from enum import StrEnum
 from json.encoder import encode_basestring
 from typing import Any
 
+from pipeline.models import DEFAULT_MODEL
+
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
@@ -107,7 +109,7 @@ class JobSpec:
     key: str
     version: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
-    model: str = "u2netp"
+    model: str = DEFAULT_MODEL
     priority: int = 0
     idempotency_key: str | None = None
     deadline: datetime | None = None

@@ -31,6 +31,11 @@ Names follow remove.bg's API where they fit. Every field, its default and what i
                           clean. With channels=alpha only the alpha is refined.
     strict_empty  False   True: an empty mask fails the job with EmptyMask (dead letter);
                           False: it succeeds with a transparent image and metadata empty=true.
+    layers        False   True: the result lists every part of the mask (id, bbox, area, role
+                          main/kept/dropped, reason, portability; see pipeline.subject), the
+                          model-size mask is stored beside the output, and the parts can be
+                          switched on and off later without the model (pipeline.recompose).
+                          The output is then made from that stored (8-bit) mask.
 
 ``OutputOptions.parse(mapping)`` raises :class:`pipeline.errors.InvalidOptions` naming the field.
 ``normalised()`` is the canonical dict that the job's idempotency key hashes: two spellings of
@@ -99,6 +104,7 @@ _FIELDS = (
     "subject",
     "edges",
     "strict_empty",
+    "layers",
 )
 
 
@@ -133,6 +139,7 @@ class OutputOptions:
     subject: SubjectPolicy = "all"
     edges: Edges = "keep"
     strict_empty: bool = False
+    layers: bool = False
 
     def __post_init__(self) -> None:
         # The dataclass can be built directly too; the cross-field rules hold either way.
@@ -165,14 +172,17 @@ class OutputOptions:
             edges=_parse_choice("edges", raw.get("edges"), ("keep", "clean", "refine"),
                                  "keep"),
             strict_empty=_parse_bool("strict_empty", raw.get("strict_empty")),
+            layers=_parse_bool("layers", raw.get("layers")),
         )
 
     def normalised(self) -> dict[str, Any]:
         """The canonical, JSON-ready form: one spelling per value, and every field present,
-        but for fields added after jobs were first recorded (``edges``), which appear only when
-        they are not at their default: so the idempotency keys, options hashes and embedded
-        run ids of jobs recorded before them stay the same."""
-        later = {"edges": self.edges} if self.edges != "keep" else {}
+        but for fields added after jobs were first recorded (``edges``, ``layers``), which
+        appear only when they are not at their default: so the idempotency keys, options
+        hashes and embedded run ids of jobs recorded before them stay the same."""
+        later: dict[str, Any] = {"edges": self.edges} if self.edges != "keep" else {}
+        if self.layers:
+            later["layers"] = True
         return {
             "format": self.format,
             "channels": self.channels,

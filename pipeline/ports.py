@@ -38,6 +38,20 @@ class Segmenter(Protocol):
         ...
 
 
+class Segmenters(Protocol):
+    """The models a worker serves side by side, each under its spec's name (``u2net``)."""
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        """The names served, the default first."""
+        ...
+
+    def get(self, model: str) -> Segmenter:
+        """The segmenter of ``model`` (built on its first ``predict``, not here); raises
+        ``ModelNotServed`` when ``model`` is not one of ``served``."""
+        ...
+
+
 class ObjectStore(Protocol):
     """Where source images are read and cut-outs written (S3, a folder, memory)."""
 

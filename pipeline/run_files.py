@@ -91,7 +91,12 @@ def _add(found: Scan, path: str, key: str) -> None:
     if not stat.S_ISREG(st.st_mode):
         found.refused.append(Refusal(key, UNREADABLE_FILE, "not a regular file"))
         return
-    found.files[key] = f"{st.st_size}:{st.st_mtime_ns}"
+    found.files[key] = file_version(st)
+
+
+def file_version(st: os.stat_result) -> str:
+    """A file's version as a run keys it: ``size:mtime_ns``."""
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _relative(path: str, top: str) -> str:

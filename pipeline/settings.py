@@ -17,13 +17,16 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.callback_address import CallbackPolicy, parse_networks
+from pipeline.errors import ModelError
 from pipeline.imaging.decode import DEFAULT_FORMATS, DecodeLimits
+from pipeline.models import DEFAULT_MODEL, parse_model_list
 
 
 class Settings(BaseSettings):
@@ -44,7 +47,13 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(
         default=None, description="Folder of model files; unset means DATA_DIR/models."
     )
-    model: str = Field(default="u2netp", description="Name of the segmentation model spec.")
+    model: str = Field(
+        default=DEFAULT_MODEL, description="The default model: what a job gets when its request "
+        "names none (a model spec's name, `clipline models list`).")
+    served_models: str = Field(
+        default="", description="Comma-separated models this deployment serves, side by side; "
+        "a request may name any of them (`model`). Empty: just MODEL. MODEL must be among "
+        "them; each is a known spec.")
 
     # -- services (production) --------------------------------------------------------------
     redis_url: str = Field(
@@ -79,7 +88,8 @@ class Settings(BaseSettings):
         default="grpc", description="How the Triton segmenter talks to Triton."
     )
     triton_model: str | None = Field(
-        default=None, description="Model name on Triton; unset: MODEL's spec name (u2netp)."
+        default=None, description="Name the default model (MODEL) has on Triton; unset: its "
+        "spec's name. Every other served model is asked for under its own spec's name."
     )
     triton_model_version: str = Field(
         default="", description="Model version on Triton; empty: the server's latest."
@@ -261,6 +271,23 @@ class Settings(BaseSettings):
             raise ValueError("heartbeat_seconds must be below lease_seconds")
         return self
 
+    @field_validator("model")
+    @classmethod
+    def _model_known(cls, value: str) -> str:
+        if _known(value) != (value,):  # an unknown name fails at start, naming the variable
+            raise ValueError(f"one model name expected, got {value!r}")
+        return value
+
+    @field_validator("served_models")
+    @classmethod
+    def _served_known(cls, value: str, info: ValidationInfo) -> str:
+        names = _known(value)
+        default = info.data.get("model")  # absent when MODEL itself was refused
+        if names and default is not None and default not in names:
+            raise ValueError(f"the default model {default!r} (CLIPLINE_MODEL) is not among the "
+                             f"served models {', '.join(names)}")
+        return value
+
     @field_validator("callbacks_allow_networks")
     @classmethod
     def _networks_parse(cls, value: str) -> str:
@@ -271,6 +298,12 @@ class Settings(BaseSettings):
     def callback_policy(self) -> CallbackPolicy:
         return CallbackPolicy(allow_http=self.callbacks_allow_http,
                               allow_networks=parse_networks(self.callbacks_allow_networks))
+
+    @cached_property
+    def served(self) -> tuple[str, ...]:
+        """The models served, the default (MODEL) first, then the others in their given order."""
+        others = parse_model_list(self.served_models)
+        return (self.model, *(name for name in others if name != self.model))
 
     @cached_property
     def decode_limits(self) -> DecodeLimits:
@@ -288,3 +321,12 @@ class Settings(BaseSettings):
     @cached_property
     def model_folder(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+
+
+def _known(text: str) -> tuple[str, ...]:
+    """The model names in ``text`` (``parse_model_list``); an unknown one as a ``ValueError``,
+    which pydantic reports against the variable."""
+    try:
+        return parse_model_list(text)
+    except ModelError as exc:
+        raise ValueError(exc.message) from exc

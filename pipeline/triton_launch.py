@@ -3,8 +3,10 @@
 pytriton needs numpy<2 and Clipline's environment has numpy 2, so the server runs in a virtual
 environment of its own (``scripts/triton-venv.sh`` makes it) as a separate process:
 ``pipeline/adapters/segmenters/triton_dev_server.py``, run by path with that environment's
-Python. This module finds both, makes sure the model's uint8 graph exists, and builds the command
-line.
+Python. This module finds both, makes sure each served model's uint8 graph exists, and builds the
+command line: every model of ``Settings.served`` on one server, each under the name the Triton
+segmenter asks for (``bootstrap.triton_name``: its spec's name, or TRITON_MODEL for the default
+model when that is set).
 
 The server script puts its interpreter's lib dir first in LD_LIBRARY_PATH itself (on pyenv
 Pythons the backend stub would load another libpython otherwise; DESIGN §3), so a launcher only
@@ -14,9 +16,11 @@ runs it.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.bootstrap import triton_name
 from pipeline.errors import UsageError
 from pipeline.models import ModelSpec, get_spec, inspect, resolve, uint8_form
 from pipeline.settings import Settings
@@ -31,7 +35,6 @@ SERVER_SCRIPT = (Path(__file__).resolve().parent / "adapters" / "segmenters"
 class ServeOptions:
     """How the development server listens and batches (the script's flags, same defaults)."""
 
-    model_name: str = "u2netp"
     grpc_port: int = 8001
     http_port: int = 8000
     metrics_port: int = 8002
@@ -41,10 +44,11 @@ class ServeOptions:
     threads: int = 0
 
 
-def served_name(settings: Settings) -> str:
-    """The name Triton serves the model under: TRITON_MODEL, else the original spec's name."""
-    spec = get_spec(settings.model)
-    return settings.triton_model or spec.derived_from or spec.name
+def model_files(settings: Settings) -> dict[str, Path]:
+    """Triton name → verified uint8 graph, for every served model (the default first); each
+    graph is exported when it is missing. Raises ``ModelError`` for a model not pulled."""
+    return {triton_name(settings, model): uint8_graph(get_spec(model), settings.model_folder)
+            for model in settings.served}
 
 
 def uint8_graph(spec: ModelSpec, models_dir: Path) -> Path:
@@ -70,12 +74,13 @@ def triton_python(venv: Path = VENV) -> Path:
     return python
 
 
-def server_command(model_file: Path, options: ServeOptions, *, venv: Path = VENV) -> list[str]:
-    """The command line that serves ``model_file`` with ``options``."""
+def server_command(
+    models: Mapping[str, Path], options: ServeOptions, *, venv: Path = VENV
+) -> list[str]:
+    """The command line that serves each of ``models`` (name → uint8 graph) with ``options``."""
+    named = [arg for name, path in models.items() for arg in ("--model", f"{name}={path}")]
     return [
-        str(triton_python(venv)), str(SERVER_SCRIPT),
-        "--model-file", str(model_file),
-        "--model-name", options.model_name,
+        str(triton_python(venv)), str(SERVER_SCRIPT), *named,
         "--grpc-port", str(options.grpc_port),
         "--http-port", str(options.http_port),
         "--metrics-port", str(options.metrics_port),
@@ -89,10 +94,10 @@ def server_command(model_file: Path, options: ServeOptions, *, venv: Path = VENV
 def start(
     settings: Settings, options: ServeOptions, *, new_session: bool = False
 ) -> subprocess.Popen[bytes]:
-    """Start the server for ``settings``' model; its output goes to this process's.
+    """Start the server for ``settings``' served models; its output goes to this process's.
 
     ``new_session`` keeps a terminal's Ctrl-C (sent to the whole foreground group) from reaching
     the server's helpers: then stop it with SIGTERM to the server process alone.
     """
-    model_file = uint8_graph(get_spec(settings.model), settings.model_folder)
-    return subprocess.Popen(server_command(model_file, options), start_new_session=new_session)
+    command = server_command(model_files(settings), options)
+    return subprocess.Popen(command, start_new_session=new_session)

@@ -34,7 +34,7 @@ from pipeline.errors import ClipError, LeaseLost, TransientError, UnexpectedErro
 from pipeline.heartbeat import Heartbeats
 from pipeline.imaging.decode import DEFAULT_LIMITS, DecodeLimits
 from pipeline.jobs import Claim, Dispatch, Job, JobStatus
-from pipeline.ports import Clock, JobLedger, ObjectStore, Queue, Segmenter
+from pipeline.ports import Clock, JobLedger, ObjectStore, Queue, Segmenters
 from pipeline.process import process_job
 
 log = logs.get(__name__)
@@ -68,20 +68,21 @@ Translate = Callable[[Exception], ClipError | None]
 
 
 class JobRunner:
-    """Runs job ids to an outcome. Build one per process; ``run`` is thread-safe."""
+    """Runs job ids to an outcome with the job's model among ``segmenters`` (one that is not
+    served: dead with ``model_not_served``). Build one per process; ``run`` is thread-safe."""
 
     def __init__(
         self,
         ledger: JobLedger,
         store: ObjectStore,
-        segmenter: Segmenter,
+        segmenters: Segmenters,
         queue: Queue,
         clock: Clock,
         config: RunnerConfig,
         *,
         translate: Translate | None = None,
     ) -> None:
-        self.ledger, self.store, self.segmenter, self.queue = ledger, store, segmenter, queue
+        self.ledger, self.store, self.segmenters, self.queue = ledger, store, segmenters, queue
         self.clock, self.config = clock, config
         self._translate = translate or (lambda exc: None)
         self._heartbeats = Heartbeats(ledger, config.heartbeat_seconds)
@@ -113,7 +114,7 @@ class JobRunner:
         job, cfg = claim.job, self.config
         with self._heartbeats.holding(job.id, claim.token):
             try:
-                result = process_job(job, self.store, self.segmenter,
+                result = process_job(job, self.store, self.segmenters,
                                      output_bucket=cfg.output_bucket, limits=cfg.limits,
                                      prefix=cfg.output_prefix)
             except ClipError as exc:

@@ -21,6 +21,11 @@ from pipeline.adapters.ledger.database import make_engine, upgrade
 from pipeline.adapters.ledger.sql import SqlLedger
 from pipeline.clock import ManualClock
 from pipeline.retry import Backoff
+from tests.modelkit import TEST_MODEL
+
+# The default model (u2net) is 176 MB: the suite runs u2netp, in this process and in every
+# `clipline` it starts with this environment. A test about the default unsets it.
+os.environ["CLIPLINE_MODEL"] = TEST_MODEL
 
 pytest_plugins = ["tests.tritonkit"]
 

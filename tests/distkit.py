@@ -30,6 +30,7 @@ from pipeline.adapters.ledger.sql import SqlLedger
 from pipeline.adapters.storage.s3 import S3Store, make_client
 from pipeline.jobs import JobStatus
 from pipeline.settings import Settings
+from tests.modelkit import TEST_MODEL
 from workers.app import create_app
 from workers.queue import CeleryQueue
 
@@ -57,7 +58,7 @@ class Cluster:
         self.values = {
             "DATABASE_URL": f"{PG_SERVER}/{self.database}", "REDIS_URL": self.redis_url,
             "S3_OUTPUT_BUCKET": "out-" + uuid.uuid4().hex[:8],
-            "DATA_DIR": str(workdir / "data"), **FAST, **overrides,
+            "DATA_DIR": str(workdir / "data"), "MODEL": TEST_MODEL, **FAST, **overrides,
         }
         if s3_endpoint is not None:
             self.values["S3_ENDPOINT_URL"] = s3_endpoint

@@ -16,6 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 from pipeline.models import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Normalisation
 
 INPUT = "input.1"
+TEST_MODEL = "u2netp"
+"""The model every test runs (4.6 MB; the default model, u2net, is 176 MB): tests/conftest.py
+pins CLIPLINE_MODEL to it for the session, tests/distkit.py for every cluster."""
 
 
 def tiny_spec(

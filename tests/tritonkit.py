@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -22,6 +22,7 @@ import pytest
 
 from pipeline.adapters.segmenters.triton_dev_server import READY
 from pipeline.triton_launch import ServeOptions, server_command, uint8_graph
+from tests.modelkit import TEST_MODEL
 
 STOP_GRACE_SECONDS = 15.0
 
@@ -34,21 +35,26 @@ def free_port() -> int:
 
 
 class TritonServer:
-    """One development Triton server; its log goes to ``log_path`` (shown when start fails)."""
+    """One development Triton server; its log goes to ``log_path`` (shown when start fails).
+
+    It serves ``model_file`` as ``model_name``, and every model of ``more`` (name → uint8
+    graph) beside it under its own name."""
 
     def __init__(
         self,
         model_file: Path,
-        model_name: str = "u2netp",
+        model_name: str = TEST_MODEL,
         *,
+        more: Mapping[str, Path] | None = None,
         delay_ms: int = 0,
         max_batch_size: int = 16,
         log_dir: Path | None = None,
         threads: int = 1,
     ) -> None:
         self.model_file = model_file
+        self.models = {model_name: model_file, **(more or {})}
         self.options = ServeOptions(
-            model_name=model_name, grpc_port=free_port(), http_port=free_port(),
+            grpc_port=free_port(), http_port=free_port(),
             metrics_port=free_port(), max_batch_size=max_batch_size, delay_ms=delay_ms,
             threads=threads,
         )
@@ -80,7 +86,7 @@ class TritonServer:
         self._log = self.log_path.open("ab")
         # A session of its own: stop() signals the whole group (tritonserver, backend stubs).
         self._process = subprocess.Popen(
-            server_command(self.model_file, self.options),
+            server_command(self.models, self.options),
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         while time.monotonic() - began < timeout:

@@ -17,8 +17,8 @@ from celery.signals import worker_process_init
 
 from pipeline import bootstrap, logs
 from pipeline.adapters.ledger.sql import SqlLedger
-from pipeline.bootstrap import LazySegmenter
 from pipeline.errors import ClipError, OperationTimeout
+from pipeline.model_registry import ModelRegistry
 from pipeline.reconcile import ReconcileConfig
 from pipeline.worker import JobRunner
 from workers.app import app, settings
@@ -87,11 +87,12 @@ def reconcile_config() -> ReconcileConfig:
 
 @worker_process_init.connect
 def _warm(**_: object) -> None:
-    """Build the clients as each pool process starts, so the first job does not pay for it."""
+    """Build the clients as each pool process starts, so the first job does not pay for it: the
+    default model's; another served model is built by the first job that asks for it."""
     try:
-        model = runner().segmenter
-        if isinstance(model, LazySegmenter):
-            model.warm()
+        models = runner().segmenters
+        if isinstance(models, ModelRegistry):
+            models.warm()
     except ClipError as exc:  # Triton restarting, say: jobs will retry until it is back
         logs.get(__name__).warning("worker_warm_up_failed", reason=exc.reason,
                                    message=exc.message)

@@ -22,6 +22,7 @@ from clipline.cli import (
     events,
     jobs,
     models,
+    recompose,
     reconcile,
     submit,
     tenants,
@@ -51,6 +52,7 @@ app = typer.Typer(
 )
 # The order here is the order of `clipline --help`: the commands, then the groups.
 app.command("run")(run_command.run)
+app.command("recompose")(recompose.recompose_command)
 app.command("demo")(demo.demo)
 app.command("status")(jobs.status)
 app.command("redrive")(jobs.redrive)

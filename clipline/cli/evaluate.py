@@ -25,9 +25,9 @@ console = Console(stderr=True, soft_wrap=True)
 def eval_(
     sets: list[Path] = typer.Argument(..., metavar="SET", exists=True, file_okay=False,
                                       resolve_path=True, help="Evaluation set folders."),
-    model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2netp)."),
+    model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2net)."),
     subject: str = typer.Option("all", help="As `clipline run --subject`: all keeps the whole "
-                                "mask, main drops small and frame-cut fragments."),
+                                "mask, main drops small, frame-cut, blurred and doubtful parts."),
     edges: str = typer.Option("keep", help="As `clipline run --edges`: clean estimates the "
                               "foreground colour of soft edge pixels; refine also re-estimates "
                               "alpha along the outline."),

@@ -36,10 +36,11 @@ console = Console(stderr=True, soft_wrap=True)
 def output_options(
     fmt: str, channels: str, bg_color: str | None, crop: bool, crop_margin: str,
     max_side: int | None, subject: str, strict_empty: bool, edges: str = "keep",
+    layers: bool = False,
 ) -> OutputOptions:
     raw: dict[str, Any] = {
         "format": fmt, "channels": channels, "crop": crop, "crop_margin": crop_margin,
-        "subject": subject, "edges": edges, "strict_empty": strict_empty,
+        "subject": subject, "edges": edges, "strict_empty": strict_empty, "layers": layers,
     }
     if bg_color:
         raw["bg_color"] = bg_color
@@ -61,15 +62,20 @@ def run(
     crop: bool = typer.Option(False, help="Crop to the subject (faint alpha is ignored)."),
     crop_margin: str = typer.Option("0", help="Margin around the crop: '20px' or '5%'."),
     max_side: int | None = typer.Option(None, help="Downscale so no side exceeds this (px)."),
-    subject: str = typer.Option("all", help="all: keep the whole mask; main: drop small and "
-                                "frame-cut fragments (recorded in the metadata)."),
+    subject: str = typer.Option("all", help="all: keep the whole mask; main: drop small, "
+                                "frame-cut, blurred and doubtful parts (recorded in the "
+                                "metadata)."),
     edges: str = typer.Option("keep", help="keep: soft edges keep the old background's colour; "
                               "clean: estimate the subject's own colour there (foreground "
                               "estimation; alpha unchanged; slower); refine: also re-estimate "
                               "alpha along the outline (guided filter), then clean."),
     strict_empty: bool = typer.Option(False, help="An image with no subject fails (empty_mask) "
                                       "instead of giving an empty cut-out."),
-    model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2netp)."),
+    layers: bool = typer.Option(False, help="Record every part of each mask (id, role, "
+                                "bbox) and keep the mask in DST/.clipline/layers/, so "
+                                "`clipline recompose` can switch parts on and off later."),
+    model: str | None = typer.Option(None, help="Model spec (default: CLIPLINE_MODEL, u2net; "
+                                     "u2netp is the fast one)."),
     batch_size: int = typer.Option(8, min=1, max=256, help="Images per model call."),
     threads: int = typer.Option(0, min=0, help="Decode/encode threads (0: one per CPU)."),
 ) -> None:
@@ -94,7 +100,7 @@ def run(
     # The summary lists failures; the console log shows only what the summary cannot.
     logs.configure(settings.log_format if settings.log_format != "auto" else "console", "ERROR")
     options = output_options(fmt, channels, bg_color, crop, crop_margin, max_side, subject,
-                             strict_empty, edges)
+                             strict_empty, edges, layers)
     try:
         summary = run_folder(src, dst, options, settings, model=model or settings.model,
                              batch_size=batch_size, threads=threads or os.cpu_count() or 2)

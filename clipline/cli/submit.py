@@ -16,6 +16,7 @@ from pipeline.errors import ClipError, InvalidField, UsageError
 from pipeline.fields import shown
 from pipeline.intake import manifest_lines, prefix_specs, queued_pages, specs_of, url_spec
 from pipeline.jobs import DEFAULT_TENANT, Dispatch, JobSpec
+from pipeline.models import check_served
 from pipeline.settings import Settings
 
 PAGE = 1000
@@ -31,6 +32,8 @@ def submit(
     priority: int = typer.Option(0, min=fields.PRIORITY.low, max=fields.PRIORITY.high,
                                  help="Job priority, -100 to 100; CLIPLINE_INTERACTIVE_PRIORITY "
                                  "or more goes to the interactive queue."),
+    model: str | None = typer.Option(None, help="Model of every job whose line names none, one "
+                                     "of CLIPLINE_SERVED_MODELS (default: CLIPLINE_MODEL)."),
     label: str | None = typer.Option(None, help="A label for the batch."),
     batch: uuid.UUID | None = typer.Option(None, "--batch", help="Add to this batch id."),
     tenant: str = typer.Option(DEFAULT_TENANT, help="Tenant the jobs belong to."),
@@ -56,7 +59,7 @@ def submit(
     defaults = {
         "options": output_options(fmt, "rgba", bg_color, crop, "0", None, subject, False)
         .normalised(),
-        "priority": priority, "model": settings.model,
+        "priority": priority, "model": check_served(model or settings.model, settings.served),
     }
     # A first pass refuses a bad manifest line, URL or prefix before anything is written (a
     # prefix is listed only once, while recording: its keys are counted then).
@@ -83,6 +86,14 @@ def submit(
 
 def _specs(settings: Settings, urls: list[str] | None, prefix: str | None,
            manifest: Path | None, defaults: dict[str, Any]) -> Iterator[JobSpec]:
+    """The specs asked for, each of a served model (``ModelNotServed`` otherwise)."""
+    for spec in _sources(settings, urls, prefix, manifest, defaults):
+        check_served(spec.model, settings.served)  # a manifest line may name its own
+        yield spec
+
+
+def _sources(settings: Settings, urls: list[str] | None, prefix: str | None,
+             manifest: Path | None, defaults: dict[str, Any]) -> Iterator[JobSpec]:
     if manifest is not None:
         with manifest.open("rb") as raw:
             yield from specs_of(manifest.name, manifest_lines(raw), defaults)

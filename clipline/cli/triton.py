@@ -10,7 +10,7 @@ from types import FrameType
 import typer
 
 from pipeline.settings import Settings
-from pipeline.triton_launch import ServeOptions, served_name, start
+from pipeline.triton_launch import ServeOptions, start
 
 app = typer.Typer(
     help="Run a local Triton server for the Triton segmenter.", no_args_is_help=True
@@ -21,12 +21,13 @@ STOP_GRACE_SECONDS = 30.0
 
 @app.command(
     "serve",
-    help="Serve the model's uint8 graph on a real Triton server on 127.0.0.1, in the "
-    "foreground (Ctrl-C stops it).\n\n"
+    help="Serve every served model's uint8 graph on a real Triton server on 127.0.0.1, each "
+    "under its own name (CLIPLINE_SERVED_MODELS, default just CLIPLINE_MODEL; "
+    "CLIPLINE_TRITON_MODEL renames the default model), in the foreground (Ctrl-C stops it).\n\n"
     "Triton (from the nvidia-pytriton wheel, in .venv-triton: scripts/triton-venv.sh makes it) "
     "does the serving and the dynamic batching; the model runs on ONNX Runtime on CPU. The "
-    "uint8 graph (clipline models export-uint8) is exported first if it is missing; the model "
-    "itself must have been pulled. Point Clipline at it with CLIPLINE_SEGMENTER=triton "
+    "uint8 graphs (clipline models export-uint8) are exported first if they are missing; the "
+    "models themselves must have been pulled. Point Clipline at it with CLIPLINE_SEGMENTER=triton "
     "(CLIPLINE_TRITON_URL defaults to 127.0.0.1:8001).",
 )
 def serve(
@@ -46,10 +47,10 @@ def serve(
         0, min=0, help="ONNX Runtime intra-op threads (0: ONNX Runtime decides)."
     ),
 ) -> None:
-    """Serve the model on a local Triton server (see the help text above)."""
+    """Serve the models on a local Triton server (see the help text above)."""
     settings = Settings()
     options = ServeOptions(
-        model_name=served_name(settings), grpc_port=grpc_port, http_port=http_port,
+        grpc_port=grpc_port, http_port=http_port,
         metrics_port=metrics_port, max_batch_size=max_batch_size,
         queue_delay_us=queue_delay_us, delay_ms=delay_ms, threads=threads,
     )

@@ -90,9 +90,11 @@ def _preflight(settings: Settings) -> bool:
     bootstrap.output_bucket(settings)
     checked_ledger(settings).close()
     celery_queue().depth()  # BrokerUnavailable names the broker
-    # Builds the model runner once: a missing ONNX file or a Triton without the model fails here.
+    # Builds each served model's runner once: a missing ONNX file or a Triton without one of
+    # the models fails here.
     try:
-        bootstrap.segmenter(settings, threads=1)
+        for model in settings.served:
+            bootstrap.segmenter(settings, model=model, threads=1)
     except InferenceUnavailable as exc:  # down for now: the breakers hold work until it answers
         log.warning("inference_unavailable_at_start", message=exc.message,
                     action="starting anyway; jobs wait until Triton answers")

@@ -21,7 +21,7 @@ from prometheus_client import (
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.api import batches, events, jobs, problems
+from pipeline.api import batches, events, jobs, problems, recompose
 from pipeline.api.deps import ApiDeps
 from pipeline.api.door import Door
 from pipeline.api.problems import problem_response
@@ -43,6 +43,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.state.deps = deps
     problems.install(app)
     app.include_router(jobs.router)
+    app.include_router(recompose.router)
     app.include_router(batches.router)
     app.include_router(events.router)
     metrics = _Metrics()

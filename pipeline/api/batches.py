@@ -19,7 +19,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends
 
 from pipeline import logs
 from pipeline.api.deps import ApiDeps, deps, tenant
-from pipeline.api.jobs import callback_url, check_source, publish
+from pipeline.api.jobs import callback_url, check_source, chosen_model, publish
 from pipeline.api.problems import Problem
 from pipeline.api.schemas import BatchRequest, BatchView
 from pipeline.batches import EXPANDING, FAILED, PUBLISHING, READY
@@ -33,6 +33,7 @@ from pipeline.errors import (
 from pipeline.fields import escaped
 from pipeline.intake import manifest_lines, prefix_specs, queued_pages, specs_of
 from pipeline.jobs import JobSpec, JobStatus
+from pipeline.models import check_served
 from pipeline.options import OutputOptions
 from pipeline.tenants import Tenant, note_allow_any
 
@@ -44,18 +45,23 @@ PAGE = 1000
 @router.post("/batches", status_code=202, response_model=BatchView)
 def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = Depends(tenant),
                  d: ApiDeps = Depends(deps)) -> BatchView:
-    """Create a batch from exactly one of `items`, `manifest` or `prefix`."""
+    """Create a batch from exactly one of `items`, `manifest` or `prefix`.
+
+    Every job's model is one the deployment serves: `model` (else the default) unless an item
+    or a manifest line names its own. A model not served is `422 model_not_served` for the
+    request's and the items' models; a manifest line's fails the batch with that reason."""
     if sum(x is not None for x in (body.items, body.manifest, body.prefix)) != 1:
         raise Problem(422, "one_source_required", "Give exactly one of items, manifest, prefix")
     hook = callback_url(d, body.callback_url)
+    model = chosen_model(d, body.model)
     defaults = {"options": OutputOptions.parse(body.options).normalised(),
-                "priority": body.priority, "model": d.settings.model}
+                "priority": body.priority, "model": model}
     if body.items is not None:
         specs = [JobSpec(bucket=i.bucket, key=i.key, version=i.version,
                          options=OutputOptions.parse({**body.options, **(i.options or {})})
                          .normalised(),
                          priority=body.priority if i.priority is None else i.priority,
-                         model=d.settings.model) for i in body.items]
+                         model=chosen_model(d, i.model or model)) for i in body.items]
         for spec in specs:
             check_source(who, spec.bucket, spec.key, door=None)
         note_allow_any(who, "api_batch", f"{len(specs)} items")
@@ -102,6 +108,7 @@ def expand(d: ApiDeps, who: Tenant, batch_id: uuid.UUID, specs: Iterator[JobSpec
     def allowed() -> Iterator[JobSpec]:
         for spec in specs:  # every line of a manifest, every key under a prefix
             check_source(who, spec.bucket, spec.key, door=None)
+            check_served(spec.model, d.settings.served)  # a manifest line may name one
             yield spec
 
     try:

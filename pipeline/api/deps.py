@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,9 +20,12 @@ from pipeline.tenants import Tenant, hash_key
 
 
 class SourceStore(Protocol):
-    """The S3 operations the API needs (``S3Store`` has them)."""
+    """The S3 operations the API needs (``S3Store`` has them); ``put`` writes recompositions."""
 
     def get(self, bucket: str, key: str, *, version: str | None = None) -> bytes: ...
+
+    def put(self, bucket: str, key: str, data: bytes, *, content_type: str,
+            metadata: Mapping[str, str] | None = None) -> None: ...
 
     def list_keys(self, bucket: str, prefix: str = "") -> Iterable[str]: ...
 

@@ -23,8 +23,9 @@ from pipeline.api.schemas import (
     priority_for_deadline,
 )
 from pipeline.callback_address import check_url
-from pipeline.errors import CallbackRefused, ClipError
+from pipeline.errors import CallbackRefused, ClipError, ModelNotServed
 from pipeline.jobs import Dispatch, Job, JobSpec, JobStatus
+from pipeline.models import check_served
 from pipeline.options import OutputOptions
 from pipeline.tenants import Tenant, note_allow_any, source_allowed
 
@@ -60,6 +61,17 @@ def callback_url(d: ApiDeps, url: Any) -> str | None:
     except OSError:
         pass
     return text
+
+
+def chosen_model(d: ApiDeps, requested: str | None) -> str:
+    """The model a request asked for, else the default; ``422 model_not_served`` (with the
+    ``served`` list) for a model the deployment does not serve."""
+    served = d.settings.served
+    try:
+        return check_served(requested or d.settings.model, served)
+    except ModelNotServed as exc:
+        raise Problem(422, ModelNotServed.reason, "The model is not served here", exc.message,
+                      served=list(served)) from exc
 
 
 def priority(d: ApiDeps, body: JobRequest) -> int:
@@ -104,14 +116,16 @@ def submit_job(
 
     With an `Idempotency-Key`, the same request again answers `200` with the existing job;
     the key reused for a request that differs in anything (source, options, priority or
-    deadline, callback_url) is `409 idempotency_conflict`, and the problem's `fields` names
-    what differs. A deadline is compared as sent, so resending it later is the same request.
-    Without a key, the same source, options and model answer `200` with the existing job,
-    whatever the priority, deadline or callback_url: it is the same cut-out."""
+    deadline, model, callback_url) is `409 idempotency_conflict`, and the problem's `fields`
+    names what differs. A deadline is compared as sent, so resending it later is the same
+    request. Without a key, the same source, options and model answer `200` with the existing
+    job, whatever the priority, deadline or callback_url: it is the same cut-out. `model` is
+    one of the served models (absent: the default); another is `422 model_not_served`."""
     check_source(who, body.source.bucket, body.source.key)
     options = OutputOptions.parse(body.options).normalised()
+    model = chosen_model(d, body.model)
     spec = JobSpec(bucket=body.source.bucket, key=body.source.key, version=body.source.version,
-                   options=options, model=d.settings.model, priority=priority(d, body),
+                   options=options, model=model, priority=priority(d, body),
                    idempotency_key=idempotency_key, deadline=body.deadline)
     result = d.ledger.submit(spec, tenant=who.id, callback_url=callback_url(d, body.callback_url))
     if result.created:

@@ -19,6 +19,8 @@ from pipeline.errors import (
     ClipError,
     IdempotencyConflict,
     JobNotFound,
+    JobNotSucceeded,
+    LayersNotRecorded,
     TransitionRefused,
     UsageError,
 )
@@ -68,9 +70,12 @@ def install(app: FastAPI) -> None:
         return problem_response(404, exc.reason, f"No such {exc.subject}", str(exc))
 
     @app.exception_handler(TransitionRefused)
-    async def _refused(_: Request, exc: TransitionRefused) -> JSONResponse:
-        return problem_response(409, "transition_refused", "Not possible in the job's state",
-                                str(exc))
+    @app.exception_handler(JobNotSucceeded)  # recompose: see pipeline.recompose
+    @app.exception_handler(LayersNotRecorded)
+    async def _refused(
+        _: Request, exc: TransitionRefused | JobNotSucceeded | LayersNotRecorded
+    ) -> JSONResponse:
+        return problem_response(409, exc.reason, "Not possible in the job's state", str(exc))
 
     @app.exception_handler(IdempotencyConflict)
     async def _conflict(_: Request, exc: IdempotencyConflict) -> JSONResponse:

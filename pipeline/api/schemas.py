@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    StrictInt,
     WithJsonSchema,
 )
 
@@ -21,6 +22,8 @@ from pipeline.jobs import Job, JobStatus
 from pipeline.paging import MAX_CURSOR_CHARS
 
 MAX_INLINE_ITEMS = 10_000
+MAX_LAYER_IDS = 10_000
+MAX_LAYER_ID = 1_000_000
 NO_CONTROLS = r"^[^\x00-\x1f\x7f-\x9f]*$"
 
 
@@ -46,6 +49,12 @@ Reason = Annotated[str, AfterValidator(fields.REASON.check), text_schema(fields.
 IdempotencyKey = Annotated[str, AfterValidator(fields.IDEMPOTENCY_KEY.check),
                            text_schema(fields.IDEMPOTENCY_KEY)]
 Priority = Annotated[int, Field(ge=fields.PRIORITY.low, le=fields.PRIORITY.high)]
+MODEL_DESCRIPTION = (
+    "The segmentation model, one of those the deployment serves (CLIPLINE_SERVED_MODELS, e.g. "
+    "`u2net` or `u2netp`); absent: the deployment's default (CLIPLINE_MODEL). A model it does "
+    "not serve is `422 model_not_served`, whose `served` lists the ones it does.")
+Model = Annotated[str, AfterValidator(fields.MODEL.check),
+                  text_schema(fields.MODEL, MODEL_DESCRIPTION)]
 CURSOR_DESCRIPTION = (
     "An opaque paging cursor: the previous page's `next_cursor`, passed as it came (URL-safe "
     "text, about a hundred characters, a few more for each write transaction open in the "
@@ -80,7 +89,8 @@ class JobRequest(BaseModel):
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Output options, the engine's names: format, channels, bg_color, crop, "
-        "crop_margin, max_side, subject, edges, strict_empty.")
+        "crop_margin, max_side, subject, edges, strict_empty, layers.")
+    model: Model | None = None
     priority: Priority | None = Field(
         default=None, description="Higher first; at or above the interactive threshold the job "
         "goes to the interactive queue. Default 5.")
@@ -112,6 +122,7 @@ class JobView(BaseModel):
     batch_id: uuid.UUID | None
     source: SourceView
     options: dict[str, Any]
+    model: str = Field(description="The model that makes (or made) the cut-out.")
     priority: int
     attempts: int
     max_attempts: int
@@ -130,7 +141,8 @@ class JobView(BaseModel):
         return cls(
             id=job.id, status=job.status, batch_id=job.batch_id,
             source=SourceView(bucket=job.bucket, key=job.key, version=job.version),
-            options=dict(job.options), priority=job.priority, attempts=job.attempts,
+            options=dict(job.options), model=job.model, priority=job.priority,
+            attempts=job.attempts,
             max_attempts=job.max_attempts, error=job.last_error_code,
             message=job.last_error_message,
             output=Output(bucket=out["bucket"], key=out["key"], url=url) if out else None,
@@ -153,6 +165,8 @@ class BatchItem(BaseModel):
     key: Key
     version: Version | None = None
     options: dict[str, Any] | None = None
+    model: Model | None = Field(default=None, description="This item's model; absent: the "
+                                "batch's `model`.")
     priority: Priority | None = None
 
 
@@ -169,6 +183,9 @@ class BatchRequest(BaseModel):
         description="Every image under s3://bucket/prefix/.")
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="Default output options for every line.")
+    model: Model | None = Field(default=None, description="The model of every line that names "
+                                "none (a manifest's JSON or CSV line may: `model`). "
+                                + MODEL_DESCRIPTION)
     priority: Priority = 0
     callback_url: HttpUrl | None = Field(default=None, description="A callback for each job.")
 
@@ -202,6 +219,40 @@ class RedriveRequest(BaseModel):
 
 class RedriveResult(BaseModel):
     redriven: int
+
+
+def distinct_ids(ids: list[int]) -> list[int]:
+    if len(set(ids)) != len(ids):
+        raise ValueError("each part id at most once")
+    return ids
+
+
+LayerId = Annotated[StrictInt, Field(ge=0, le=MAX_LAYER_ID)]
+
+
+class RecomposeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layers: Annotated[list[LayerId], AfterValidator(distinct_ids)] = Field(
+        max_length=MAX_LAYER_IDS,
+        description="The ids of the parts to show (the `id`s of the job's `result.layers`), "
+        "each once; the others are hidden. `[]` shows none: a transparent output.")
+    layered: Literal["psd", "ora"] | None = Field(
+        default=None,
+        description="Instead of a cut-out, a layered file for designers: `psd` (Photoshop) or "
+        "`ora` (OpenRaster): one layer per part, `main` on top, a part not in `layers` hidden, "
+        "and the source as a hidden `original` layer at the bottom.")
+
+
+class RecomposeView(BaseModel):
+    output: Output
+    layers: list[dict[str, Any]] = Field(
+        description="The job's `result.layers`, each part with `shown` (bool) added.")
+    bytes: int
+    content_type: str
+    result: dict[str, Any] = Field(
+        description="What the recomposition records: bbox, foreground_fraction, empty, "
+        "output_size, crop_box, shown.")
 
 
 class ProblemView(BaseModel):

@@ -43,7 +43,7 @@ def test_the_same_request_again_is_the_same_job(ledger: Ledger) -> None:
     ({"options": {"format": "png", "crop": True}}, ["options.crop"]),
     ({"key": "b.jpg"}, ["source.key"]),
     ({"bucket": "other", "version": "v2"}, ["source.bucket", "source.version"]),
-    ({"model": "u2net"}, ["model"]),
+    ({"model": "isnet-general-use"}, ["model"]),  # not the default model, whichever it is
     ({"deadline": DEADLINE}, ["deadline", "priority"]),
 ])
 def test_a_reuse_with_another_field_is_refused_naming_it(

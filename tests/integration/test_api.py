@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
 from clipline.cli.api import api_app
 from pipeline.adapters.ledger.tenants import TenantStore
 from pipeline.errors import NotAnImage
+from pipeline.imaging.encode import encode_pixels
 from pipeline.jobs import JobStatus
 from tests.distkit import Cluster, cluster, serve, wait_for
 from tests.pictures import square
@@ -232,6 +234,38 @@ def test_a_finished_job_has_its_output_and_a_working_presigned_url(api: Api) -> 
     assert letters["items"][0]["error"] == "object_missing"
     moved = client.post("/v1/dead-letters/redrive", json={"reason": "object_missing"})
     assert moved.json() == {"redriven": 1}
+
+
+def test_a_job_with_layers_is_recomposed_from_its_stored_mask(api: Api) -> None:
+    # Two squares far apart: two parts. A real worker stores the mask beside the output in
+    # moto's S3; the API recomposes from it without the model.
+    picture = np.full((120, 200, 3), 255, np.uint8)
+    picture[20:100, 10:90] = (200, 30, 30)
+    picture[40:80, 140:180] = (30, 30, 200)
+    api.c.s3.put("photos", "two.png", encode_pixels(picture, "png"), content_type="image/png")
+    client = api.client()
+    job = client.post("/v1/jobs", json=job_body("two.png", layers=True)).json()
+    api.c.start_worker(concurrency=1)
+    wait_for(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded", 60,
+             "the job to succeed", api.c.logs)
+    done = client.get(f"/v1/jobs/{job['id']}").json()
+    parts, bucket = done["result"]["layers"], done["output"]["bucket"]
+    assert len(parts) == 2
+    assert done["result"]["layers_mask"] == {
+        "bucket": bucket, "key": f"cutouts/acme/{job['id']}.mask.png"}
+    same = client.post(f"/v1/jobs/{job['id']}/recompose", json={"layers": [0, 1]})
+    assert same.status_code == 200, same.text
+    assert api.c.s3.get(bucket, same.json()["output"]["key"]) == \
+        api.c.s3.get(bucket, done["output"]["key"])
+    right = next(p["id"] for p in parts if p["bbox"][0] > 100)
+    hidden = client.post(f"/v1/jobs/{job['id']}/recompose",
+                         json={"layers": [p["id"] for p in parts if p["id"] != right]})
+    assert hidden.status_code == 200, hidden.text
+    alpha = np.asarray(Image.open(io.BytesIO(httpx.get(hidden.json()["output"]["url"],
+                                                       timeout=10).content)))[..., 3]
+    assert alpha[60, 160] == 0 and alpha[60, 50] == 255
+    bad = client.post(f"/v1/jobs/{job['id']}/recompose", json={"layers": [5]})
+    assert (bad.status_code, bad.json()["code"]) == (422, "unknown_layer")
 
 
 def test_health_readiness_and_metrics(api: Api) -> None:

@@ -23,6 +23,7 @@ from pipeline.api.deps import ApiDeps
 from pipeline.batches import FINAL, settle_stale
 from pipeline.jobs import JobSpec
 from tests.distkit import Cluster, cluster, serve, wait_for
+from tests.modelkit import TEST_MODEL
 
 pytestmark = [pytest.mark.postgres]
 CLIPLINE = str(Path(sys.executable).with_name("clipline"))
@@ -126,8 +127,8 @@ def test_the_reconciler_settles_a_batch_whose_api_process_stopped(
     with c.ledger.engine.begin() as conn:
         conn.execute(update(batches).where(batches.c.id == batch).values(created_at=old))
     if jobs:
-        c.ledger.submit_many((JobSpec("photos", f"stopped/{state}/{n}.jpg") for n in range(jobs)),
-                             tenant="acme", batch_id=batch)
+        c.ledger.submit_many((JobSpec("photos", f"stopped/{state}/{n}.jpg", model=TEST_MODEL)
+                              for n in range(jobs)), tenant="acme", batch_id=batch)
     fresh = c.ledger.create_batch("acme", meta={"state": "expanding"})  # still in its hour
     done = subprocess.run([CLIPLINE, "reconcile", "--once"], capture_output=True, text=True,
                           env={**c.env, "CLIPLINE_BATCH_SETTLE_AFTER_SECONDS": "3600"},

@@ -22,6 +22,7 @@ from PIL import Image
 from pipeline import demo_images
 from pipeline.jobs import Dispatch, JobSpec, JobStatus
 from tests.distkit import CLIPLINE, Cluster, cluster, wait_for
+from tests.modelkit import TEST_MODEL
 from tests.tritonkit import TritonServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(300)]
@@ -182,7 +183,7 @@ def test_the_same_job_delivered_twice_at_once_has_one_effect(
 ) -> None:
     with cluster(tmp_path, s3_endpoint, SEGMENTER="triton", TRITON_URL=slow_triton.url) as c:
         c.put_image("twice.jpg", jpeg(size=320))
-        job = c.ledger.submit(JobSpec(bucket="photos", key="twice.jpg")).job
+        job = c.ledger.submit(JobSpec(bucket="photos", key="twice.jpg", model=TEST_MODEL)).job
         c.start_worker(concurrency=2)
         c.queue.publish([Dispatch(job.id), Dispatch(job.id)])
         wait_for(lambda: c.ledger.get(job.id).status is JobStatus.SUCCEEDED, 60,
@@ -202,7 +203,7 @@ def test_a_job_past_the_soft_time_limit_fails_as_a_timeout_and_is_retried(
     with cluster(tmp_path, s3_endpoint, SEGMENTER="triton", TRITON_URL=slow_triton.url,
                  TASK_SOFT_TIME_LIMIT_SECONDS="1", TASK_TIME_LIMIT_SECONDS="20") as c:
         c.put_image("slow.jpg", jpeg(size=320))
-        job = c.ledger.submit(JobSpec(bucket="photos", key="slow.jpg")).job
+        job = c.ledger.submit(JobSpec(bucket="photos", key="slow.jpg", model=TEST_MODEL)).job
         c.start_worker(concurrency=1)
         c.queue.publish([Dispatch(job.id)])
 

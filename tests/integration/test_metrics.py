@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.jobs import Dispatch, JobSpec, JobStatus
 from tests.distkit import cluster, wait_for
+from tests.modelkit import TEST_MODEL
 from tests.pictures import square
 from tests.tritonkit import free_port
 
@@ -29,8 +30,10 @@ def test_worker_and_reconciler_metrics(tmp_path: Path, s3_endpoint: str) -> None
                  RECONCILE_METRICS_PORT=str(reconciler_port)) as c:
         for i in range(4):
             c.put_image(f"m{i}.png", square((64, 64), (16, 16, 48, 48), (30, 160, 30)))
-        jobs = [c.ledger.submit(JobSpec(bucket="photos", key=f"m{i}.png")).job for i in range(4)]
-        jobs.append(c.ledger.submit(JobSpec(bucket="photos", key="missing.png")).job)
+        jobs = [c.ledger.submit(JobSpec(bucket="photos", key=f"m{i}.png", model=TEST_MODEL)).job
+                for i in range(4)]
+        jobs.append(
+            c.ledger.submit(JobSpec(bucket="photos", key="missing.png", model=TEST_MODEL)).job)
         c.start_worker(concurrency=2)  # two pool processes: their counts must add up
         c.start_reconciler()
         c.queue.publish([Dispatch(j.id) for j in jobs])

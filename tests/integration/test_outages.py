@@ -26,6 +26,7 @@ import pytest
 from pipeline import demo_images
 from pipeline.jobs import Dispatch, JobSpec, JobStatus
 from tests.distkit import PG_SERVER, Cluster, cluster, wait_for
+from tests.modelkit import TEST_MODEL
 from tests.netkit import TcpProxy
 from tests.tritonkit import TritonServer
 
@@ -69,7 +70,8 @@ def test_a_triton_outage_longer_than_every_retry_costs_time_not_jobs(
         ids = []
         for i in range(6):
             c.put_image(f"o{i}.jpg", jpeg())
-            ids.append(c.ledger.submit(JobSpec(bucket="photos", key=f"o{i}.jpg")).job.id)
+            spec = JobSpec(bucket="photos", key=f"o{i}.jpg", model=TEST_MODEL)
+            ids.append(c.ledger.submit(spec).job.id)
         triton.stop()
         try:
             c.start_reconciler()
@@ -107,8 +109,9 @@ def test_the_broker_never_holds_more_messages_than_queued_jobs(
                  RECONCILE_INTERVAL_SECONDS="0.2") as c:
         c.start_reconciler()
         batch = c.ledger.create_batch(label="invariant")
-        c.ledger.submit_many([JobSpec(bucket="photos", key=f"i{i}.jpg") for i in range(300)],
-                             batch_id=batch)
+        c.ledger.submit_many(
+            [JobSpec(bucket="photos", key=f"i{i}.jpg", model=TEST_MODEL) for i in range(300)],
+            batch_id=batch)
         peak = 0
 
         def sample(seconds: float) -> None:
@@ -154,7 +157,7 @@ def test_the_database_going_away_while_a_job_finishes_costs_no_attempt(
             c.start_worker(concurrency=1)
             c.values["DATABASE_URL"] = direct
             c.put_image("db.jpg", jpeg())
-            job = c.ledger.submit(JobSpec(bucket="photos", key="db.jpg")).job
+            job = c.ledger.submit(JobSpec(bucket="photos", key="db.jpg", model=TEST_MODEL)).job
             c.queue.publish([Dispatch(job.id)])
             wait_for(lambda: c.ledger.get(job.id).status is JobStatus.RUNNING, 30,
                      "the job to be claimed", c.logs)

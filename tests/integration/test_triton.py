@@ -18,7 +18,13 @@ from pipeline import bootstrap
 from pipeline.adapters.segmenters.onnx_graph import sample_images
 from pipeline.adapters.segmenters.triton_client import TritonSegmenter
 from pipeline.adapters.segmenters.triton_dev_server import READY
-from pipeline.errors import InferenceUnavailable, ModelError, OperationTimeout, UsageError
+from pipeline.errors import (
+    InferenceUnavailable,
+    ModelError,
+    ModelNotServed,
+    OperationTimeout,
+    UsageError,
+)
 from pipeline.models import U2NETP, sha256_of
 from pipeline.settings import Settings
 from pipeline.triton_launch import triton_python, uint8_graph
@@ -179,6 +185,26 @@ def test_bootstrap_builds_a_working_triton_segmenter(
     masks = segmenter.predict(np.repeat(_image(), 2, axis=0))
     assert masks.shape == (2, *SIZE)
     np.testing.assert_array_equal(masks[0], masks[1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_one_server_serves_each_served_model_under_its_own_name(
+    u2netp_uint8: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    # u2netp's graph stands in for u2net (the same input size): two models for the price of one.
+    with TritonServer(u2netp_uint8, more={"u2net": u2netp_uint8}, log_dir=tmp_path) as server:
+        settings = Settings(
+            data_dir=tmp_path, models_dir=models_dir, segmenter="triton", model="u2netp",
+            served_models="u2netp,u2net", triton_url=server.url, triton_timeout_seconds=60,
+        )
+        models = bootstrap.segmenters(settings)
+        assert models.built() == []  # nothing is built before a job asks
+        for name in ("u2net", "u2netp"):
+            assert models.get(name).predict(_image()).shape == (1, *SIZE)
+        assert models.built() == ["u2netp", "u2net"]
+        with pytest.raises(ModelNotServed, match="served: u2netp, u2net"):
+            models.get("isnet-general-use")
 
 
 def test_serve_help_explains_the_command() -> None:

@@ -66,3 +66,9 @@ def test_another_tenants_dead_letters_are_invisible_and_stay_dead(
     for body in ({"ids": [victim["dead"]]}, {"reason": "not_an_image"}):
         assert globex.post("/v1/dead-letters/redrive", json=body).json() == {"redriven": 0}
     assert victim["acme"].get(f"/v1/jobs/{victim['dead']}").json()["status"] == "dead"
+
+
+def test_another_tenants_job_cannot_be_recomposed(victim: dict[str, Any]) -> None:
+    globex = victim["globex"]
+    same_as_unknown(globex, lambda i: globex.post(f"/v1/jobs/{i}/recompose",
+                                                  json={"layers": [0]}), victim["done"])

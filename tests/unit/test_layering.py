@@ -30,7 +30,8 @@ LAYERS = ("pipeline", "workers", "clipline")
 
 # What `clipline --help` offers, group by group: `clipline db upgrade` is "db upgrade".
 COMMANDS = {
-    "run", "demo", "status", "redrive", "worker", "reconcile", "api", "submit", "events", "eval",
+    "run", "recompose", "demo", "status", "redrive", "worker", "reconcile", "api", "submit",
+    "events", "eval",
     "db upgrade", "db downgrade", "db current",
     "models list", "models pull", "models export-uint8",
     "triton serve",

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pipeline import errors
-from pipeline.adapters.segmenters.fake import FakeSegmenter
+from pipeline.adapters.segmenters.fake import FakeSegmenter, FakeSegmenters
 from pipeline.adapters.storage.memory import MemoryStore
 from pipeline.jobs import Job, JobStatus
 from pipeline.options import OutputOptions
@@ -81,11 +81,14 @@ def test_bad_input_raises_its_typed_permanent_error(name: str) -> None:
     assert isinstance(info.value, errors.PermanentError)
 
 
-def _job(options: dict[str, object] | None = None) -> Job:
+FAKE = FakeSegmenters.serving("fake")  # the jobs below ask for model "fake"
+
+
+def _job(options: dict[str, object] | None = None, model: str = "fake") -> Job:
     now = datetime.now(UTC)
     return Job(
         id=uuid.uuid4(), tenant_id="acme", batch_id=None, bucket="in", key="shoes/red.png",
-        version=None, options=options or {}, model="fake", idempotency_key="k", priority=0,
+        version=None, options=options or {}, model=model, idempotency_key="k", priority=0,
         status=JobStatus.RUNNING, attempts=1, max_attempts=3, not_before=now, lease_token=None,
         lease_expires_at=None, leased_by=None, last_error_code=None, last_error_message=None,
         result=None, created_at=now, updated_at=now, finished_at=None,
@@ -96,7 +99,7 @@ def test_process_job_writes_a_deterministic_key_with_provenance() -> None:
     store = MemoryStore()
     store.put("in", "shoes/red.png", red_square(), content_type="image/png")
     job = _job({"format": "webp"})
-    result = process_job(job, store, FakeSegmenter(), output_bucket="out")
+    result = process_job(job, store, FAKE, output_bucket="out")
     key = output_key(job, OutputOptions.parse(job.options))
     assert result["output"] == {"bucket": "out", "key": key}
     assert key == f"cutouts/acme/{job.id}.webp"
@@ -105,20 +108,41 @@ def test_process_job_writes_a_deterministic_key_with_provenance() -> None:
     assert stored.metadata["job-id"] == str(job.id)
     assert len(stored.metadata["options-hash"]) == 16
     assert {"fetch", "decode", "infer", "compose", "encode", "put"} <= set(result["timings_ms"])
-    process_job(job, store, FakeSegmenter(), output_bucket="out")  # a retry overwrites
+    process_job(job, store, FAKE, output_bucket="out")  # a retry overwrites
     assert len([k for k in store.objects if k[0] == "out"]) == 1
 
 
 def test_process_job_missing_source_is_object_missing() -> None:
     with pytest.raises(errors.ObjectMissing):
-        process_job(_job(), MemoryStore(), FakeSegmenter(), output_bucket="out")
+        process_job(_job(), MemoryStore(), FAKE, output_bucket="out")
 
 
 def test_process_job_invalid_options_are_refused_before_any_work() -> None:
     store = MemoryStore()
     with pytest.raises(errors.InvalidOptions):
-        process_job(_job({"format": "gif"}), store, FakeSegmenter(), output_bucket="out")
+        process_job(_job({"format": "gif"}), store, FAKE, output_bucket="out")
     assert store.puts == 0
+
+
+def test_process_job_runs_the_model_the_job_names() -> None:
+    store = MemoryStore()
+    store.put("in", "shoes/red.png", red_square(), content_type="image/png")
+    models = FakeSegmenters.serving("small", "large")
+    result = process_job(_job(model="large"), store, models, output_bucket="out")
+    assert models.asked == ["large"]
+    assert models.models["large"].calls == [1]  # type: ignore[attr-defined]
+    assert models.models["small"].calls == []  # type: ignore[attr-defined]
+    assert result["model"] == "large"
+    stored = store.objects[("out", result["output"]["key"])]
+    assert stored.metadata["model"] == "large"
+
+
+def test_process_job_of_a_model_not_served_is_model_not_served_before_any_work() -> None:
+    store = MemoryStore()  # no source: a fetch first would be object_missing
+    models = FakeSegmenters.serving("u2netp")
+    with pytest.raises(errors.ModelNotServed, match="'u2net' is not served here; served: u2netp"):
+        process_job(_job(model="u2net"), store, models, output_bucket="out")
+    assert store.puts == 0 and models.asked == ["u2net"]
 
 
 def test_exif_helper_makes_a_sideways_file() -> None:
@@ -132,7 +156,7 @@ def test_decode_warnings_reach_the_job_result_metadata() -> None:
     damaged = png_insert(square((40, 30), (10, 10, 30, 20)), b"tEXt", b"Comment\x00hi",
                          bad_crc=True)
     store.put("in", "shoes/red.png", damaged, content_type="image/png")
-    result = process_job(_job(), store, FakeSegmenter(), output_bucket="out")
+    result = process_job(_job(), store, FAKE, output_bucket="out")
     assert result["decode_warnings"] == ["PNG tEXt chunk has a bad CRC; the chunk was ignored"]
     assert result["source"]["size"] == [40, 30]
 

@@ -12,6 +12,7 @@ from pipeline.errors import EmptyMask, ModelError
 from pipeline.focus import component_focus, grey, relative_focus
 from pipeline.subject import (
     BBOX_ALPHA,
+    CONFIDENCE_MIN,
     FOCUS_RATIO,
     alpha_bbox,
     find_subject,
@@ -159,8 +160,10 @@ def test_policy_main_drops_a_small_blob_with_its_reason() -> None:
             "bbox": list(dropped.bbox),
             "area_fraction": round(dropped.area_fraction, 6),
             "relative_focus": None,
+            "confidence": round(dropped.confidence or 0.0, 6),
         }
     ]
+    assert dropped.confidence is not None and 0.5 <= dropped.confidence <= 1.0
 
 
 def test_policy_main_drops_a_mid_sized_blob_cut_by_the_frame() -> None:
@@ -218,22 +221,33 @@ def test_metadata_is_json_ready() -> None:
     }
 
 
-# Focus (pipeline.focus): drawn scenes, textured with noise so that blur shows.
+# Focus (pipeline.focus) and confidence: drawn scenes. A sharp object is noise (texture) or a
+# flat fill with a crisp outline; a blurred one is the whole object layer (texture and outline)
+# blurred, as a defocused lens does and as the composer draws its `multi` distractor.
+
+Disc = tuple[float, float, float, float]
 
 
 def _scene(
-    discs: list[tuple[float, float, float, float]], seed: int = 0
+    discs: list[Disc], seed: int = 0, flat: dict[int, float] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8]]:
-    """(mask, model input) for discs (cy, cx, radius, blur sigma) of noise on a grey ground."""
+    """(mask, model input) for discs (cy, cx, radius, blur sigma) on a grey ground (128).
+
+    A disc is uniform noise, or (``flat``: disc index -> grey level) one flat grey."""
     rng = np.random.default_rng(seed)
     image = np.full((MODEL, MODEL), 128.0, np.float32)
     mask = np.zeros((MODEL, MODEL), np.float32)
-    for cy, cx, radius, sigma in discs:
+    for index, (cy, cx, radius, sigma) in enumerate(discs):
         disc = _disc(cy, cx, radius)
-        texture = rng.uniform(0, 255, (MODEL, MODEL)).astype(np.float32)
+        if flat is not None and index in flat:
+            texture = np.full((MODEL, MODEL), flat[index], np.float32)
+        else:
+            texture = rng.uniform(0, 255, (MODEL, MODEL)).astype(np.float32)
+        layer, alpha = texture * disc, disc
         if sigma > 0:
-            texture = np.asarray(ndimage.gaussian_filter(texture, sigma), np.float32)
-        image = np.where(disc > 0, texture, image)
+            layer = np.asarray(ndimage.gaussian_filter(layer, sigma), np.float32)
+            alpha = np.asarray(ndimage.gaussian_filter(alpha, sigma), np.float32)
+        image = layer + (1.0 - alpha) * image
         mask = np.maximum(mask, disc)
     rgb = np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., np.newaxis], 3, axis=2)
     return _soft(mask), rgb
@@ -263,9 +277,22 @@ def test_two_sharp_objects_of_similar_size_are_both_kept() -> None:
     assert 0.8 < other.portability <= 1.0
 
 
-def test_large_blurred_object_stays_main_and_small_sharp_one_is_kept() -> None:
-    # The rule measures focus against the largest part and never drops that one: a small sharp
-    # object beside a large blurred one is kept (relative focus > 1), the blurred one stays.
+def test_large_blurred_object_loses_main_to_a_smaller_sharp_one() -> None:
+    # The reference is the sharpest part of at least MAIN_AREA_RATIO of the largest's area
+    # (here 0.37): the large blurred disc is measured against the sharp one and dropped.
+    mask, image = _scene([(160, 100, 90, 6.0), (160, 250, 55, 0.0)], seed=2)
+    subject = find_subject(mask, (MODEL, MODEL), policy="main", image=image)
+    assert [d.reason for d in subject.dropped] == ["out_of_focus"]
+    assert subject.kept is not None and [k.role for k in subject.kept] == ["main"]
+    main = subject.kept[0]
+    assert main.relative_focus == 1.0 and main.relative_area == pytest.approx(0.37, abs=0.03)
+    assert main.bbox[0] > 180
+    assert subject.alpha[160, 100] == 0 and subject.alpha[160, 250] == 255
+
+
+def test_a_sharp_part_far_smaller_than_a_blurred_one_is_no_reference() -> None:
+    # Under MAIN_AREA_RATIO (0.15 here), the sharp part is a detail: the largest stays main and
+    # the small part, sharper than it, is kept.
     mask, image = _scene([(160, 110, 90, 6.0), (160, 260, 35, 0.0)], seed=2)
     subject = find_subject(mask, (MODEL, MODEL), policy="main", image=image)
     assert subject.dropped == ()
@@ -273,6 +300,53 @@ def test_large_blurred_object_stays_main_and_small_sharp_one_is_kept() -> None:
     small = subject.kept[1]
     assert small.relative_focus is not None and small.relative_focus > 1.0
     assert subject.alpha[160, 110] == 255 and subject.alpha[160, 260] == 255
+
+
+def test_a_flat_filled_clip_art_part_is_not_out_of_focus() -> None:
+    # A flat fill has no gradient inside (the interior measure read it as a blur), but a crisp
+    # outline: measured on its edge band it scores 0.4 of a main part of pure noise (the
+    # strongest texture there is), where a blur scores under 0.01.
+    mask, image = _scene([(160, 100, 70, 0.0), (160, 240, 50, 0.0)], flat={1: 20.0}, seed=3)
+    subject = find_subject(mask, (MODEL, MODEL), policy="main", image=image)
+    assert subject.dropped == ()
+    assert subject.kept is not None and [k.role for k in subject.kept] == ["main", "kept"]
+    flat = subject.kept[1]
+    assert flat.relative_focus is not None and flat.relative_focus > FOCUS_RATIO
+    assert subject.alpha[160, 240] == 255
+
+
+def test_a_flat_main_part_and_a_flat_second_part_are_both_kept() -> None:
+    mask, image = _scene([(160, 100, 70, 0.0), (160, 240, 50, 0.0)], flat={0: 230.0, 1: 20.0})
+    subject = find_subject(mask, (MODEL, MODEL), policy="main", image=image)
+    assert subject.dropped == ()
+
+
+def test_a_part_the_model_is_unsure_of_is_dropped_low_confidence() -> None:
+    mask, image = _scene([(160, 100, 70, 0.0), (160, 240, 50, 0.0)], seed=4)
+    mask[_disc(160, 240, 52) > 0] *= 0.7  # mean mask 0.7 over the second part
+    subject = find_subject(mask, (MODEL, MODEL), policy="main", image=image)
+    assert [d.reason for d in subject.dropped] == ["low_confidence"]
+    dropped = subject.dropped[0]
+    assert dropped.confidence is not None and dropped.confidence < CONFIDENCE_MIN
+    assert subject.alpha[160, 240] == 0 and subject.alpha[160, 100] == 255
+    assert subject.to_metadata()["dropped"][0]["confidence"] == pytest.approx(0.7, abs=0.02)
+
+
+def test_an_unsure_main_part_is_kept() -> None:
+    mask, image = _scene([(160, 160, 90, 0.0)], seed=5)
+    subject = find_subject(mask * 0.6, (MODEL, MODEL), policy="main", image=image)
+    assert subject.dropped == ()
+    assert subject.kept is not None and subject.kept[0].confidence == pytest.approx(0.6, abs=0.02)
+
+
+def test_focus_of_a_flat_fill_is_its_outline_and_of_a_blur_near_zero() -> None:
+    mask, image = _scene(
+        [(80, 80, 50, 0.0), (80, 240, 50, 0.0), (240, 160, 50, 6.0)], flat={1: 20.0}
+    )
+    labels, count = ndimage.label(mask >= 0.5)
+    focus = relative_focus(component_focus(image, labels, count), 0)
+    noise, flat, blurred = focus.tolist()
+    assert noise == 1.0 and flat > FOCUS_RATIO and blurred < 0.01
 
 
 def test_without_the_image_focus_is_not_scored() -> None:
@@ -298,7 +372,7 @@ def test_focus_flat_main_component_makes_every_relative_focus_one() -> None:
     labels = np.zeros((20, 20), np.int32)
     labels[2:10, 2:10] = 1
     labels[12:18, 12:18] = 2
-    image = np.full((20, 20, 3), 90, np.uint8)
+    image = np.full((20, 20, 3), 90, np.uint8)  # no outline either: the ground is 90 too
     image[12:18, 12:18] = np.random.default_rng(0).integers(0, 255, (6, 6, 3), dtype=np.uint8)
     assert relative_focus(component_focus(image, labels, 2), 0).tolist() == [1.0, 1.0]
 

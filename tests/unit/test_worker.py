@@ -18,11 +18,12 @@ from PIL import Image
 
 from pipeline.adapters.ledger.memory import MemoryLedger
 from pipeline.adapters.queue.memory import MemoryQueue
-from pipeline.adapters.segmenters.fake import FakeSegmenter
+from pipeline.adapters.segmenters.fake import FakeSegmenter, FakeSegmenters
 from pipeline.adapters.storage.memory import MemoryStore
 from pipeline.clock import ManualClock
 from pipeline.errors import BrokerUnavailable, InferenceUnavailable, OperationTimeout
 from pipeline.jobs import Dispatch, JobSpec, JobStatus
+from pipeline.models import DEFAULT_MODEL
 from pipeline.reconcile import ReconcileConfig, reconcile_once
 from pipeline.retry import Backoff
 from pipeline.worker import JobRunner, Outcome, RunnerConfig
@@ -57,9 +58,14 @@ class World:
         self.queue = MemoryQueue()
         self.segmenter = segmenter or FakeSegmenter()
         self.runner = JobRunner(
-            self.ledger, self.store, self.segmenter, self.queue, self.clock,
-            RunnerConfig(worker="w1", output_bucket="out", **config),
+            self.ledger, self.store, FakeSegmenters({DEFAULT_MODEL: self.segmenter}), self.queue,
+            self.clock, RunnerConfig(worker="w1", output_bucket="out", **config),
         )
+
+    def use(self, segmenter: FakeSegmenter) -> None:
+        """Jobs of the default model run on ``segmenter`` from now on."""
+        self.segmenter = segmenter
+        self.runner.segmenters = FakeSegmenters({DEFAULT_MODEL: segmenter})
 
     def job(self, key: str = "a.png", data: bytes | None = None) -> uuid.UUID:
         if data is not None:
@@ -188,7 +194,7 @@ def test_a_worker_whose_lease_was_taken_back_records_nothing() -> None:
             assert world.ledger.claim(job_id, worker="w2") is not None
             return super().predict(images)
 
-    world.runner.segmenter = Slow()
+    world.use(Slow())
     assert world.runner.run(job_id) is Outcome.LEASE_LOST
     assert world.ledger.get(job_id).status is JobStatus.RUNNING
     assert world.ledger.get(job_id).leased_by == "w2"
@@ -213,7 +219,7 @@ def test_heartbeats_keep_the_lease_while_work_is_slow() -> None:
             time.sleep(0.2)
             return super().predict(images)
 
-    world.runner.segmenter = Slow()
+    world.use(Slow())
     assert world.runner.run(job_id) is Outcome.SUCCEEDED
     assert len(beats) >= 3
     count = len(beats)

@@ -3,13 +3,19 @@
 The mask of a pixel is how far its colour is from the image's background colour, taken as the
 median colour of the one-pixel border, smoothed over a small box and clipped to [0, 1]. A red
 square on white comes out as the square; a plain image comes out empty. No file, no weights.
+``FakeSegmenters`` is the in-memory twin of ``pipeline.model_registry.ModelRegistry``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+
+from pipeline.models import check_served
+from pipeline.ports import Segmenter
 
 
 class FakeSegmenter:
@@ -50,3 +56,27 @@ class FakeSegmenter:
         if self._smoothing > 1:
             masks = ndimage.uniform_filter(masks, size=(1, self._smoothing, self._smoothing))
         return np.clip(masks, 0.0, 1.0, out=masks)
+
+
+class FakeSegmenters:
+    """Implements the ``Segmenters`` port in memory: the given segmenter per served model name
+    (the first is the default); records each model asked for, served or not."""
+
+    def __init__(self, models: Mapping[str, Segmenter]) -> None:
+        if not models:
+            raise ValueError("a registry serves at least one model")
+        self.models = dict(models)
+        self.asked: list[str] = []
+
+    @classmethod
+    def serving(cls, *names: str, input_size: tuple[int, int] = (320, 320)) -> FakeSegmenters:
+        """A ``FakeSegmenter`` for each of ``names``."""
+        return cls({name: FakeSegmenter(input_size) for name in names})
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        return tuple(self.models)
+
+    def get(self, model: str) -> Segmenter:
+        self.asked.append(model)
+        return self.models[check_served(model, self.served)]

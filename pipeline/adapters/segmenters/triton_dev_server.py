@@ -3,7 +3,11 @@
 Run BY PATH with the interpreter of ``.venv-triton`` (``scripts/triton-venv.sh`` makes it)::
 
     .venv-triton/bin/python pipeline/adapters/segmenters/triton_dev_server.py \
-        --model-file u2netp.uint8.onnx
+        --model u2net=u2net.uint8.onnx --model u2netp=u2netp.uint8.onnx
+
+Each ``--model NAME=FILE`` is served under its own name, side by side on one server (the
+production model repository has a folder per model the same way). ``--model-file FILE`` with
+``--model-name NAME`` is the one-model form.
 
 It imports only the standard library, numpy, onnxruntime and pytriton: pytriton needs numpy<2,
 Clipline's own environment has numpy 2, so this file never imports ``pipeline``.
@@ -15,12 +19,12 @@ pytriton's Python backend and run on ONNX Runtime. Tensors are named as in the O
 a production Triton serving the TensorRT plan of the same graph shows. A float32 graph is
 served as it is, with a warning: clients must refuse it, and tests check that Clipline's does.
 
-One line ``clipline-triton: ready grpc=HOST:PORT http=HOST:PORT model=NAME`` goes to stdout
-once the model answers. SIGTERM or SIGINT to this process (not to its process group) stops the
-server cleanly: tritonserver, the backend stubs, their shared memory and the workspace go. A
-signal sent to the whole group reaches pytriton's helpers too, and its shutdown can then hang;
-launchers therefore start it in a session of its own and signal it alone. It also stops when
-its parent process dies.
+One line ``clipline-triton: ready grpc=HOST:PORT http=HOST:PORT model=NAME[,NAME...]`` goes to
+stdout once the models answer. SIGTERM or SIGINT to this process (not to its process group)
+stops the server cleanly: tritonserver, the backend stubs, their shared memory and the
+workspace go. A signal sent to the whole group reaches pytriton's helpers too, and its shutdown
+can then hang; launchers therefore start it in a session of its own and signal it alone. It
+also stops when its parent process dies.
 """
 
 from __future__ import annotations
@@ -48,9 +52,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "real Triton server on 127.0.0.1, running the model with ONNX Runtime on CPU.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model-file", type=Path, required=True,
-                        help="the uint8 .onnx graph (input uint8 [N,H,W,3], output 'mask')")
-    parser.add_argument("--model-name", default="u2netp", help="name the model is served as")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=FILE",
+                        help="serve the uint8 .onnx graph FILE (input uint8 [N,H,W,3], output "
+                        "'mask') as NAME; repeat for several models")
+    parser.add_argument("--model-file", type=Path,
+                        help="one model's uint8 .onnx graph (instead of --model)")
+    parser.add_argument("--model-name", help="name --model-file is served as")
     parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port")
     parser.add_argument("--http-port", type=int, default=8000, help="HTTP port")
     parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
@@ -69,9 +76,30 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.max_batch_size < 1:
         parser.error("--max-batch-size must be at least 1")
-    if not args.model_file.is_file():
-        parser.error(f"--model-file {args.model_file} does not exist")
+    args.models = _models(parser, args)
     return args
+
+
+def _models(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Path]:
+    """NAME → FILE of every model to serve, each file checked to exist."""
+    pairs = [item.partition("=") for item in args.model]
+    if any(not name or not sep or not path for name, sep, path in pairs):
+        parser.error("--model takes NAME=FILE")
+    models = {name: Path(path) for name, _, path in pairs}
+    if len(models) != len(pairs):
+        parser.error("--model names a model twice")
+    if (args.model_file is None) != (args.model_name is None):
+        parser.error("--model-file and --model-name go together")
+    if args.model_file is not None:
+        if args.model_name in models:
+            parser.error(f"--model-name {args.model_name} is also given as --model")
+        models[args.model_name] = args.model_file
+    if not models:
+        parser.error("give --model NAME=FILE (or --model-file)")
+    for name, path in models.items():
+        if not path.is_file():
+            parser.error(f"the file of model {name}, {path}, does not exist")
+    return models
 
 
 def _own_libdir_first() -> None:
@@ -100,7 +128,7 @@ class Binding:
     max_batch_size: int
 
 
-def _binding(args: argparse.Namespace) -> Binding:
+def _binding(model_file: Path, args: argparse.Namespace) -> Binding:
     import numpy as np
     import onnxruntime as ort
     from pytriton.decorators import batch
@@ -109,16 +137,16 @@ def _binding(args: argparse.Namespace) -> Binding:
     options.intra_op_num_threads = args.threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(
-        str(args.model_file), sess_options=options, providers=["CPUExecutionProvider"]
+        str(model_file), sess_options=options, providers=["CPUExecutionProvider"]
     )
     model_input = session.get_inputs()[0]
     dtypes = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}
     if model_input.type not in dtypes:
-        sys.exit(f"{args.model_file} takes {model_input.type}; expected uint8 (or float32)")
+        sys.exit(f"{model_file} takes {model_input.type}; expected uint8 (or float32)")
     if model_input.type != "tensor(uint8)":
         # Served as it is: a client that checks the dtype (Clipline's does) must refuse it.
         logging.warning("%s takes float32, not uint8: Clipline will refuse this model",
-                        args.model_file)
+                        model_file)
     outputs = session.get_outputs()
     names = [o.name for o in outputs]
     mask = outputs[names.index("mask")] if "mask" in names else outputs[0]
@@ -145,7 +173,7 @@ def serve(args: argparse.Namespace) -> int:
     from pytriton.triton import Triton, TritonConfig
 
     _own_libdir_first()
-    model = _binding(args)
+    bindings = {name: _binding(path, args) for name, path in args.models.items()}
     config = TritonConfig(
         grpc_address=HOST, grpc_port=args.grpc_port,
         http_address=HOST, http_port=args.http_port,
@@ -159,21 +187,22 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     triton = Triton(config=config)
     try:
-        triton.bind(
-            model_name=args.model_name,
-            infer_func=model.infer,
-            inputs=[Tensor(name=model.input_name, dtype=model.input_dtype,
-                           shape=model.input_shape)],
-            outputs=[Tensor(name="mask", dtype=np.float32, shape=model.mask_shape)],
-            config=ModelConfig(
-                max_batch_size=model.max_batch_size,
-                batcher=DynamicBatcher(max_queue_delay_microseconds=args.queue_delay_us),
-            ),
-            strict=True,
-        )
+        for name, model in bindings.items():
+            triton.bind(
+                model_name=name,
+                infer_func=model.infer,
+                inputs=[Tensor(name=model.input_name, dtype=model.input_dtype,
+                               shape=model.input_shape)],
+                outputs=[Tensor(name="mask", dtype=np.float32, shape=model.mask_shape)],
+                config=ModelConfig(
+                    max_batch_size=model.max_batch_size,
+                    batcher=DynamicBatcher(max_queue_delay_microseconds=args.queue_delay_us),
+                ),
+                strict=True,
+            )
         triton.run()
         print(f"{READY} grpc={HOST}:{args.grpc_port} http={HOST}:{args.http_port} "
-              f"model={args.model_name}", flush=True)
+              f"model={','.join(bindings)}", flush=True)
         parent = os.getppid()
         while not stop.is_set():
             if not triton.is_alive():
