@@ -1,4 +1,4 @@
-"""Clean edges: the cost of foreground estimation per 2048² image, beside the engine's own time.
+"""Clean and refined edges: their cost per 2048² image, beside the engine's own time.
 
     CLIPLINE_MODELS_DIR=/tmp/clipline-models python -m bench.edges [--count 4]
 
@@ -6,7 +6,9 @@ Product photos are upscaled to 2048x2048 and encoded as PNG; in one process, eac
 out with the default options (decode, u2netp on ONNX Runtime, compose, encode: the engine's time)
 and then, on u2netp's mask at full size, ``decontaminate`` runs at each working size. Printed:
 ms per image for each, the ratio to the engine's time, and how far each working size's colours
-are from the full-size estimate inside the soft band (mean |difference| in 0..255).
+are from the full-size estimate inside the soft band (mean |difference| in 0..255). Then
+``edges=refine`` at its defaults: ``refine_alpha`` alone, and with the clean step after it (what
+the option costs), each as ms and as a ratio to the engine's time.
 
 A drawn case with a known answer (a red disc with a 24 px soft edge over green, 2048²) gives the
 band's error against the true red for each working size.
@@ -26,6 +28,7 @@ from PIL import Image
 from pipeline import bootstrap
 from pipeline.imaging.compose import multiply_alpha
 from pipeline.imaging.edges import decontaminate, soft_band
+from pipeline.imaging.refine import refine_alpha
 from pipeline.options import OutputOptions
 from pipeline.process import cut_out, prepare
 from pipeline.settings import Settings
@@ -75,6 +78,8 @@ def main() -> None:
     engine: list[float] = []
     cost: dict[int, list[float]] = {w: [] for w in WORK_SIDES}
     drift: dict[int, list[float]] = {w: [] for w in WORK_SIDES}
+    refine_ms: list[float] = []
+    refine_clean_ms: list[float] = []
     options = OutputOptions()
     for data in images:
         cut_out(data, options, segmenter, model=settings.model)  # warm
@@ -93,6 +98,11 @@ def main() -> None:
             ms = (time.perf_counter() - start) * 1000.0
             cost[w].append(ms)
             results[w] = out
+        start = time.perf_counter()
+        refined = refine_alpha(rgba[..., :3], alpha)
+        refine_ms.append((time.perf_counter() - start) * 1000.0)
+        decontaminate(rgba, refined)
+        refine_clean_ms.append((time.perf_counter() - start) * 1000.0)
         for w in WORK_SIDES:
             diff = np.abs(results[w][band, :3].astype(np.int16) - results[FULL][band, :3])
             drift[w].append(float(diff.mean()) if band.any() else 0.0)
@@ -110,6 +120,10 @@ def main() -> None:
         err = np.abs(cleaned[truth_band, :3].astype(np.int16) - (220, 30, 30)).mean()
         print(f"edges work_side={name:>5}: {ms:6.0f} ms  ({ms / base:.2f}x engine); "
               f"band drift from full {statistics.mean(drift[w]):.2f}; drawn disc error {err:.1f}")
+    for name, times in (("refine alpha only", refine_ms),
+                        ("refine (alpha + clean)", refine_clean_ms)):
+        ms = statistics.median(times)
+        print(f"edges {name}: {ms:6.0f} ms  ({ms / base:.2f}x engine)")
 
 
 if __name__ == "__main__":

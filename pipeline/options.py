@@ -26,6 +26,9 @@ Names follow remove.bg's API where they fit. Every field, its default and what i
                           (foreground estimation, "colour decontamination"; see
                           pipeline.imaging.edges). Alpha and opaque pixels are unchanged.
                           With channels=alpha there is no colour: normalised to "keep".
+                          refine: alpha is re-estimated along the mask's outline (guided
+                          filter over a trimap; pipeline.imaging.refine), then cleaned as
+                          clean. With channels=alpha only the alpha is refined.
     strict_empty  False   True: an empty mask fails the job with EmptyMask (dead letter);
                           False: it succeeds with a transparent image and metadata empty=true.
     layers        False   True: the result lists every part of the mask (id, bbox, area, role
@@ -51,7 +54,7 @@ from pipeline.errors import InvalidOptions
 Format = Literal["png", "webp", "jpg"]
 Channels = Literal["rgba", "alpha"]
 SubjectPolicy = Literal["all", "main"]
-Edges = Literal["keep", "clean"]
+Edges = Literal["keep", "clean", "refine"]
 MarginUnit = Literal["px", "%"]
 Rgb = tuple[int, int, int]
 
@@ -146,7 +149,7 @@ class OutputOptions:
             raise InvalidOptions("bg_color: has no meaning with channels=alpha")
         if self.format == "jpg" and self.bg_color is None:
             object.__setattr__(self, "bg_color", JPG_DEFAULT_BG)
-        if self.channels == "alpha" and self.edges != "keep":
+        if self.channels == "alpha" and self.edges == "clean":
             object.__setattr__(self, "edges", "keep")
         if not self.crop and self.crop_margin != Margin(0):
             object.__setattr__(self, "crop_margin", Margin(0))
@@ -166,7 +169,8 @@ class OutputOptions:
             crop_margin=_parse_margin(raw.get("crop_margin")),
             max_side=_parse_max_side(raw.get("max_side")),
             subject=_parse_choice("subject", raw.get("subject"), ("all", "main"), "all"),
-            edges=_parse_choice("edges", raw.get("edges"), ("keep", "clean"), "keep"),
+            edges=_parse_choice("edges", raw.get("edges"), ("keep", "clean", "refine"),
+                                 "keep"),
             strict_empty=_parse_bool("strict_empty", raw.get("strict_empty")),
             layers=_parse_bool("layers", raw.get("layers")),
         )

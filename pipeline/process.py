@@ -5,8 +5,8 @@ inference batched in between)::
 
     prepare(data)            decode once, safely; the model's input is resized from that decode
     segmenter.predict(...)   a batch of model inputs → masks
-    finish(prepared, mask)   choose the subject, clean the edges (edges=clean), compose, encode,
-                             describe
+    finish(prepared, mask)   choose the subject, refine and clean the edges (edges=refine/clean),
+                             compose, encode, describe
 
 ``cut_out`` chains the three for one image; ``process_job`` adds choosing the job's model among
 the served ones and fetching from and writing to an ``ObjectStore``, which is what a worker runs
@@ -35,11 +35,12 @@ from pipeline.imaging.compose import Composite, compose, multiply_alpha
 from pipeline.imaging.decode import DEFAULT_LIMITS, DecodedImage, DecodeLimits, decode, model_input
 from pipeline.imaging.edges import decontaminate
 from pipeline.imaging.encode import encode, encode_pixels
+from pipeline.imaging.refine import refine_alpha
 from pipeline.jobs import Job, canonical_json
 from pipeline.options import OutputOptions
 from pipeline.parts import dequantise, quantise
 from pipeline.ports import ObjectStore, Segmenter, Segmenters
-from pipeline.subject import Bbox, check_mask, find_subject
+from pipeline.subject import Bbox, alpha_bbox, check_mask, find_subject
 
 STAGES = ("fetch", "decode", "infer", "edges", "compose", "encode", "put")
 
@@ -139,10 +140,15 @@ def render(
     decoded: DecodedImage, alpha: npt.NDArray[np.uint8], bbox: Bbox | None,
     options: OutputOptions, timings: Timings,
 ) -> tuple[Composite, bytes]:
-    """Clean the edges (``edges=clean``), compose and encode: the output of ``decoded`` under
-    ``alpha`` ([H, W] uint8 at the image's size) and its ``bbox`` (for the crop)."""
+    """Refine and clean the edges (``edges=refine``/``clean``), compose and encode: the output
+    of ``decoded`` under ``alpha`` ([H, W] uint8 at the image's size) and its ``bbox`` (for the
+    crop; with ``refine``, that of the refined alpha)."""
     rgba = decoded.rgba
-    if options.edges == "clean":
+    if options.edges == "refine" and bbox is not None:
+        with timings.stage("edges"):
+            alpha = refine_alpha(rgba[..., :3], alpha)
+            bbox = alpha_bbox(alpha)
+    if options.edges != "keep" and options.channels == "rgba":
         with timings.stage("edges"):
             # The output's alpha (the mask's times the source's own), at the image's size.
             rgba = decontaminate(rgba, multiply_alpha(alpha, rgba[..., 3]))

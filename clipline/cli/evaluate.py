@@ -29,7 +29,8 @@ def eval_(
     subject: str = typer.Option("all", help="As `clipline run --subject`: all keeps the whole "
                                 "mask, main drops small, frame-cut, blurred and doubtful parts."),
     edges: str = typer.Option("keep", help="As `clipline run --edges`: clean estimates the "
-                              "foreground colour of soft edge pixels."),
+                              "foreground colour of soft edge pixels; refine also re-estimates "
+                              "alpha along the outline."),
     out: Path = typer.Option(Path("clipline-eval"), file_okay=False, resolve_path=True,
                              help="Folder for report.json, report.md, sheets/ and cutouts/."),
     against: Path | None = typer.Option(None, exists=True, dir_okay=False, resolve_path=True,

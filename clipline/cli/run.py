@@ -67,7 +67,8 @@ def run(
                                 "metadata)."),
     edges: str = typer.Option("keep", help="keep: soft edges keep the old background's colour; "
                               "clean: estimate the subject's own colour there (foreground "
-                              "estimation; alpha unchanged; slower)."),
+                              "estimation; alpha unchanged; slower); refine: also re-estimate "
+                              "alpha along the outline (guided filter), then clean."),
     strict_empty: bool = typer.Option(False, help="An image with no subject fails (empty_mask) "
                                       "instead of giving an empty cut-out."),
     layers: bool = typer.Option(False, help="Record every part of each mask (id, role, "

@@ -1,4 +1,4 @@
-"""The four numbers ``clipline eval`` gives for one image, and the version of their definitions.
+"""The five numbers ``clipline eval`` gives for one image, and the version of their definitions.
 
 Every function takes uint8 arrays as the files hold them (alpha [H, W] in 0..255, colours
 [H, W, 3] in 0..255) and returns a float. A report records ``METRICS_VERSION``; a baseline
@@ -20,16 +20,19 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-METRICS_VERSION = "clipline-metrics/1"
-"""Changes whenever a definition below changes; the gate refuses to compare across versions."""
+METRICS_VERSION = "clipline-metrics/2"
+"""Changes whenever a definition below changes; the gate refuses to compare across versions.
+/2 added ``recomposite_band`` (the re-composite error over the true edge band)."""
 
 THRESHOLD = 128
 """0.5 of full alpha on uint8 (127.5 rounded up): ``alpha >= 128`` is foreground."""
 
 BOUNDARY_TOLERANCE_PX = 3.0
+"""Boundary F's matching distance, and the half-width of the edge band around a true outline."""
 
 HIGHER_IS_BETTER: dict[str, bool] = {
     "iou": True, "mae": False, "boundary_f": True, "recomposite": False,
+    "recomposite_band": False,
 }
 """Each metric's name in reports, and its direction."""
 
@@ -39,12 +42,13 @@ Rgb = npt.NDArray[np.uint8]
 
 @dataclass(frozen=True)
 class Scores:
-    """The four metrics of one image (see the functions of the same names)."""
+    """The five metrics of one image (see the functions of the same names)."""
 
     iou: float
     mae: float
     boundary_f: float
     recomposite: float
+    recomposite_band: float
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -150,6 +154,43 @@ def recomposite_error(cutout: npt.NDArray[np.uint8], true_colour: Rgb, truth: Al
     without true foreground colours, the input image stands in for them: then spill in the
     input's own edge pixels is taken as true and goes unmeasured.
     """
+    return float(recomposite_difference(cutout, true_colour, truth, background).mean())
+
+
+def edge_band(truth: Alpha, width: float = BOUNDARY_TOLERANCE_PX) -> npt.NDArray[np.bool_]:
+    """The true edge band [H, W] bool: where the true alpha is soft (0 < alpha < 255), or within
+    ``width`` pixels (Euclidean) of the true outline (``boundary`` of ``truth >= 128``).
+
+    Taken from the truth alone, so every candidate cut-out of an image is scored on the same
+    pixels: a cut-out whose own soft band is narrower (a hard threshold) is not scored on fewer,
+    easier pixels. The outline term gives binary truths (DAVIS) a band at all, and composites'
+    hard-edged parts (clip-art) the pixels where a wrong soft edge would show."""
+    soft: npt.NDArray[np.bool_] = (truth > 0) & (truth < 255)
+    outline = boundary(truth >= THRESHOLD)
+    if not outline.any():
+        return soft
+    near: npt.NDArray[np.bool_] = ndimage.distance_transform_edt(~outline) <= width
+    return soft | near
+
+
+def recomposite_band_error(cutout: npt.NDArray[np.uint8], true_colour: Rgb, truth: Alpha,
+                           background: Rgb | None = None) -> float:
+    """``recomposite_error`` over the true ``edge_band`` only: mean |difference| over the band's
+    pixels and the three channels, in [0, 1]; 0.0 when the truth has no edge (nothing there to
+    get wrong; a wrong cut-out of an empty truth shows in the frame-wide error).
+
+    The frame-wide mean dilutes the edge by the flat inside and outside (a band is 5-25 % of
+    a composite frame); this is the error where hair, fur and spill live."""
+    band = edge_band(truth)
+    if not band.any():
+        return 0.0
+    return float(recomposite_difference(cutout, true_colour, truth, background)[band].mean())
+
+
+def recomposite_difference(cutout: npt.NDArray[np.uint8], true_colour: Rgb, truth: Alpha,
+                           background: Rgb | None = None) -> npt.NDArray[np.float32]:
+    """Per pixel [H, W] float32 in [0, 1]: |cut-out over ``background`` - true foreground over it
+    by the true alpha|, averaged over RGB (see ``recomposite_error``)."""
     if cutout.ndim != 3 or cutout.shape[2] != 4:
         raise ValueError(f"cutout must be [H, W, 4] RGBA, got {list(cutout.shape)}")
     _same_shape(cutout[..., 3], truth)
@@ -158,18 +199,22 @@ def recomposite_error(cutout: npt.NDArray[np.uint8], true_colour: Rgb, truth: Al
         background = new_background(*truth.shape)
     seen = over(cutout[..., :3], cutout[..., 3], background)
     meant = over(true_colour, truth, background)
-    return float(np.abs(seen - meant).mean())
+    diff: npt.NDArray[np.float32] = np.abs(seen - meant).mean(axis=2)
+    return diff
 
 
 def score(cutout: npt.NDArray[np.uint8], true_colour: Rgb, truth: Alpha) -> Scores:
-    """All four metrics of one image: the engine's RGBA ``cutout`` [H, W, 4] against the true
+    """All five metrics of one image: the engine's RGBA ``cutout`` [H, W, 4] against the true
     alpha [H, W] and true foreground colours [H, W, 3] (uint8, same size)."""
     alpha = cutout[..., 3]
+    difference = recomposite_difference(cutout, true_colour, truth)
+    band = edge_band(truth)
     return Scores(
         iou=iou(alpha, truth),
         mae=alpha_mae(alpha, truth),
         boundary_f=boundary_f(alpha, truth),
-        recomposite=recomposite_error(cutout, true_colour, truth),
+        recomposite=float(difference.mean()),
+        recomposite_band=float(difference[band].mean()) if band.any() else 0.0,
     )
 
 

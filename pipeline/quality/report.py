@@ -8,9 +8,10 @@ baseline of a later run's gate; ``report.md`` is its table for people. The JSON 
     options      the output options, as ``clipline run`` normalises them
     code_version {package, git (``git describe --always --dirty``, or "unknown")}
     sets         [{name, path, kind, fingerprint, count, classes: {class: n}}]
-    classes      {class: {n, iou, mae, boundary_f, recomposite}}     means over its images
-    overall      {n, iou, mae, boundary_f, recomposite}              means over all images
-    images       [{set, stem, class, iou, mae, boundary_f, recomposite, failed}]
+    classes      {class: {n, iou, mae, boundary_f, recomposite, recomposite_band}}  means
+    overall      {n, iou, mae, boundary_f, recomposite, recomposite_band}  over all images
+    images       [{set, stem, class, iou, mae, boundary_f, recomposite, recomposite_band,
+                   failed}]
     cutouts      the folder of the cut-outs, relative to the report ("cutouts/<set>/<stem>.png")
     timing       {seconds, cutout_seconds, metrics_seconds, images_per_second}
 """
@@ -27,7 +28,8 @@ from pipeline.quality.metrics import HIGHER_IS_BETTER
 
 REPORT_FORMAT = "clipline-eval-report/1"
 METRICS = tuple(HIGHER_IS_BETTER)
-TITLES = {"iou": "IoU", "mae": "MAE", "boundary_f": "boundary F", "recomposite": "re-composite"}
+TITLES = {"iou": "IoU", "mae": "MAE", "boundary_f": "boundary F", "recomposite": "re-composite",
+          "recomposite_band": "band re-composite"}
 
 
 class InvalidReport(UsageError):
@@ -109,10 +111,11 @@ def write_report(report: Mapping[str, Any], folder: Path,
 
 
 def markdown(report: Mapping[str, Any], baseline: Mapping[str, Any] | None = None) -> str:
-    """The table: class | n | IoU | MAE | boundary F | re-composite, then the overall row.
+    """The table: class | n | IoU | MAE | boundary F | re-composite | band re-composite, then
+    the overall row.
 
     With a ``baseline`` report each cell also says the change, signed as after - before (for
-    MAE and re-composite, lower is better)."""
+    MAE and both re-composite errors, lower is better)."""
     head = ["class", "n", *(TITLES[m] for m in METRICS)]
     lines = [
         f"Model {report['model']['name']} ({report['model']['segmenter']}), subject "

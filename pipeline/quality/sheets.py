@@ -33,9 +33,11 @@ Record = dict[str, Any]
 def changed_most(baseline: Mapping[str, Any], candidate: Mapping[str, Any], class_name: str,
                  count: int = DEFAULT_COUNT) -> list[tuple[Record, Record]]:
     """(before, after) records of the ``count`` images of ``class_name`` that changed most:
-    by |Δ IoU|, then |Δ MAE|, then by set and stem (so the order is stable)."""
+    by |Δ IoU|, then |Δ MAE|, then |Δ band re-composite| (what changes when only colours do),
+    then by set and stem (so the order is stable)."""
     pairs = paired(baseline, candidate, class_name)
     pairs.sort(key=lambda p: (-abs(p[1]["iou"] - p[0]["iou"]), -abs(p[1]["mae"] - p[0]["mae"]),
+                              -abs(p[1]["recomposite_band"] - p[0]["recomposite_band"]),
                               p[1]["set"], p[1]["stem"]))
     return pairs[:count]
 

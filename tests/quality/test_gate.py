@@ -2,10 +2,11 @@
 against the committed baseline ``tests/quality/baseline.json``.
 
 A change of model, engine, options or post-processing that makes any class worse by more than
-0.005 in any metric (IoU, alpha MAE, boundary F, re-composite error) fails here, naming the
-class and the images that lost most. To accept such a change on purpose: look at the contact
-sheets (``clipline eval … --against tests/quality/baseline.json`` writes them), then rebuild the
-baseline with ``make quality-baseline`` and say why in the commit (docs/QUALITY.md).
+0.005 in any metric (IoU, alpha MAE, boundary F, re-composite error, band re-composite error)
+fails here, naming the class and the images that lost most. To accept such a change on
+purpose: look at the contact sheets (``clipline eval … --against tests/quality/baseline.json``
+writes them), then rebuild the baseline with ``make quality-baseline`` and say why in the
+commit (docs/QUALITY.md).
 """
 
 from __future__ import annotations

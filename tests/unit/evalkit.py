@@ -79,6 +79,8 @@ def report(images: Sequence[Mapping[str, Any]], *, fingerprint: str = "f" * 64,
 
 
 def image(stem: str, class_name: str, iou: float = 0.9, mae: float = 0.05,
-          boundary_f: float = 0.8, recomposite: float = 0.03) -> dict[str, Any]:
+          boundary_f: float = 0.8, recomposite: float = 0.03,
+          recomposite_band: float = 0.1) -> dict[str, Any]:
     return {"stem": stem, "class": class_name, "iou": iou, "mae": mae,
-            "boundary_f": boundary_f, "recomposite": recomposite}
+            "boundary_f": boundary_f, "recomposite": recomposite,
+            "recomposite_band": recomposite_band}

@@ -54,6 +54,21 @@ def test_lower_is_better_metrics_fail_when_they_rise() -> None:
     assert (regression.class_name, regression.metric) == ("scene", "recomposite")
 
 
+def test_the_band_error_fails_when_it_rises_and_passes_when_it_falls() -> None:
+    spill = report([
+        image("a1", "plain", iou=0.95, recomposite_band=0.12), image("a2", "plain", iou=0.93),
+        image("b1", "scene", iou=0.70), image("b2", "scene", iou=0.74),
+    ])
+    [regression] = judge(_baseline(), spill).regressions
+    assert (regression.class_name, regression.metric) == ("plain", "recomposite_band")
+    assert "band re-composite 0.1000 → 0.1100" in regression.line()
+    cleaner = report([
+        image("a1", "plain", iou=0.95, recomposite_band=0.05), image("a2", "plain", iou=0.93),
+        image("b1", "scene", iou=0.70), image("b2", "scene", iou=0.74),
+    ])
+    assert judge(_baseline(), cleaner).passed
+
+
 def test_a_drop_within_the_allowance_passes() -> None:
     slight = report([
         image("a1", "plain", iou=0.945), image("a2", "plain", iou=0.93),
@@ -137,6 +152,9 @@ def test_the_contact_sheet_is_written_with_a_row_per_chosen_image(tmp_path: Path
     (lambda d: d["classes"]["plain"].update(iou="x"), "class 'plain' lacks a number"),
     (lambda d: d.update(images=None), "'images' must be a list"),
     (lambda d: d["images"][0].pop("stem"), "an image row is not"),
+    # A clipline-metrics/1 report's rows and classes have no band column.
+    (lambda d: d["images"][0].pop("recomposite_band"), "recomposite, recomposite_band"),
+    (lambda d: d["classes"]["plain"].pop("recomposite_band"), "class 'plain' lacks a number"),
     (lambda d: d.update(sets=[{"name": 1}]), "'sets' must be a list"),
 ])
 def test_a_damaged_baseline_is_refused_when_it_is_read(

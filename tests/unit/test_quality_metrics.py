@@ -10,8 +10,10 @@ from pipeline.quality.metrics import (
     alpha_mae,
     boundary,
     boundary_f,
+    edge_band,
     iou,
     new_background,
+    recomposite_band_error,
     recomposite_error,
     score,
 )
@@ -108,7 +110,62 @@ def test_score_gives_all_four_and_refuses_mismatched_shapes() -> None:
     truth = _square(10, 10)
     colour = np.full((40, 40, 3), 200, np.uint8)
     scores = score(np.dstack([colour, truth]), colour, truth)
-    assert scores.as_dict() == {"iou": 1.0, "mae": 0.0, "boundary_f": 1.0, "recomposite": 0.0}
+    assert scores.as_dict() == {"iou": 1.0, "mae": 0.0, "boundary_f": 1.0, "recomposite": 0.0,
+                                "recomposite_band": 0.0}
     assert set(scores.as_dict()) == set(HIGHER_IS_BETTER)
     with pytest.raises(ValueError, match="one size"):
         iou(truth, truth[:-1])
+
+
+def test_the_edge_band_of_a_binary_truth_is_its_outline_within_three_pixels() -> None:
+    band = edge_band(_square(10, 10, side=20))  # rows/cols 10..29
+    assert band[10, 20] and band[7, 20] and band[12, 20]  # on, 3 px outside, 2 px inside
+    assert not band[6, 20] and not band[20, 20] and not band[0, 0]  # 4 px out, centre, corner
+    # 3 px out and in (rows 7..13 of 26 rows), less the 5 pixels per outer corner beyond 3 px.
+    assert band.sum() == 26 * 26 - 12 * 12 - 4 * 5
+
+
+def test_the_edge_band_takes_every_soft_pixel_of_the_truth() -> None:
+    truth = np.zeros((40, 40), np.uint8)
+    truth[5, 5] = 1  # far from any outline: the truth has no pixel >= 128
+    assert np.array_equal(edge_band(truth), truth > 0)
+    assert not edge_band(np.zeros((40, 40), np.uint8)).any()
+    assert not edge_band(np.full((40, 40), 255, np.uint8)).any()  # the frame is no edge
+
+
+def test_band_error_is_the_frame_error_without_the_flat_pixels() -> None:
+    truth = _square(10, 10, side=20)
+    red = np.zeros((40, 40, 3), np.uint8)
+    red[..., 0] = 255
+    grey = np.full((40, 40, 3), 128, np.uint8)
+    hard = np.dstack([red, truth])
+    assert recomposite_band_error(hard, red, truth, grey) == 0.0
+    # The outline's ring (3 px inside and out) got the old grey background's colour, alpha right.
+    band = edge_band(truth)
+    spilled = hard.copy()
+    spilled[band & (truth == 255), :3] = 128
+    inside = int((band & (truth == 255)).sum())
+    per_pixel = (127 + 128 + 128) / 255 / 3  # |grey - red| over RGB
+    assert recomposite_band_error(spilled, red, truth, grey) == pytest.approx(
+        per_pixel * inside / band.sum(), abs=1e-6)
+    assert recomposite_error(spilled, red, truth, grey) == pytest.approx(
+        per_pixel * inside / 1600, abs=1e-6)  # the same error, diluted by the whole frame
+
+
+def test_band_error_is_the_same_pixels_whatever_the_cut_out() -> None:
+    truth = _square(10, 10, side=20)
+    colour = np.full((40, 40, 3), 200, np.uint8)
+    haze = truth.copy()
+    haze[haze == 0] = 40  # a faint haze over the whole background: outside the band it is unseen
+    one_px_off = np.roll(truth, 1, axis=1)
+    band_haze = recomposite_band_error(np.dstack([colour, haze]), colour, truth)
+    frame_haze = recomposite_error(np.dstack([colour, haze]), colour, truth)
+    assert 0.0 < band_haze < frame_haze  # the band holds fewer background pixels than the frame
+    assert recomposite_band_error(np.dstack([colour, one_px_off]), colour, truth) > \
+        recomposite_error(np.dstack([colour, one_px_off]), colour, truth)
+
+
+def test_a_truth_without_an_edge_has_no_band_error() -> None:
+    empty = np.zeros((40, 40), np.uint8)
+    colour = np.zeros((40, 40, 3), np.uint8)
+    assert recomposite_band_error(np.dstack([colour, _square(0, 0)]), colour, empty) == 0.0

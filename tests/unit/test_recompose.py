@@ -110,9 +110,11 @@ def test_the_stored_mask_is_the_model_size_grey_png() -> None:
     {"subject": "main", "format": "jpg", "max_side": 150},
     # pymatting compiles with numba on first use (minutes on 2 CPUs, cached afterwards).
     pytest.param({"subject": "main", "edges": "clean"}, marks=pytest.mark.timeout(600)),
+    pytest.param({"crop": True, "edges": "refine"}, marks=pytest.mark.timeout(600)),
     {"subject": "main", "channels": "alpha", "crop": True},
     {"bg_color": "navy", "crop": True, "crop_margin": "7px"},
-], ids=["all", "main", "crop-webp", "jpg-max-side", "edges-clean", "alpha-crop", "bg-crop"])
+], ids=["all", "main", "crop-webp", "jpg-max-side", "edges-clean", "edges-refine-crop",
+        "alpha-crop", "bg-crop"])
 def test_recompose_with_the_jobs_own_selection_is_the_output_byte_for_byte(
         options: dict[str, Any]) -> None:
     cut, parsed = layered(options)
