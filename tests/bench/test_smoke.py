@@ -133,6 +133,28 @@ def test_edges(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                   r"^edges work_side=  512: +\d+ ms +\(\d+\.\d\dx engine\); band drift ")
 
 
+@pytest.mark.timeout(300)
+def test_edges_eval_keep_reproduces_its_baseline(models_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The replay's own check: with --edges keep every cut-out is the baseline's, byte for byte,
+    # so every class moves by exactly 0 (the CI gate's set: 24 images at 256 px, u2netp).
+    monkeypatch.setenv("CLIPLINE_MODELS_DIR", str(models_dir))
+    subprocess.run([str(REPO / "scripts" / "quality-gate-set.sh"), str(tmp_path)], check=True,
+                   capture_output=True, timeout=120)
+    clipline = str(Path(sys.executable).parent / "clipline")
+    subprocess.run([clipline, "eval", str(tmp_path / "ci-gate"), "--model", "u2netp", "--out",
+                    str(tmp_path / "base")], check=True, capture_output=True, timeout=200)
+    out = run("-m", "bench.edges_eval", str(tmp_path / "base"), str(tmp_path / "ci-gate"),
+              "--edges", "keep", "--out", str(tmp_path / "keep"), timeout=120)
+    assert_prints(out, r"^gate: passed$")
+    base = tmp_path / "base" / "cutouts"
+    cuts = sorted(base.rglob("*.png"))
+    assert len(cuts) == 24
+    for cut in cuts:
+        assert (tmp_path / "keep" / "cutouts" / cut.relative_to(base)).read_bytes() == \
+            cut.read_bytes()
+
+
 def test_vs_rembg(models_dir: Path, tmp_path: Path) -> None:
     out = run("-m", "bench.vs_rembg", "--count", "2", "--rounds", "1", "--side", "320",
               "--floor-seconds", "0.5", "--models-dir", str(models_dir),
