@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# Compile pymatting's numba kernels once (clean and refined edges; over a minute when cold).
+	$(BIN)/python -c 'from pipeline.imaging.edges import warm; warm()'
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv and install Clipline with its test tools

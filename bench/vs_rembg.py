@@ -64,7 +64,9 @@ class Tools:
                 "CLIPLINE_MODEL": "u2netp"}
 
     def clipline_run(self, src: Path, dst: Path, extra: Sequence[str] = ()) -> list[str]:
-        return [str(self.clipline), "run", *extra, str(src), str(dst)]
+        # --edges keep: rembg does no edge work, so neither does clipline here (like for like;
+        # `run` defaults to refine). --clipline-args may give another --edges after it.
+        return [str(self.clipline), "run", "--edges", "keep", *extra, str(src), str(dst)]
 
     def rembg_p(self, src: Path, dst: Path, only_mask: bool = False) -> list[str]:
         extras = json.dumps({"model_path": str(self.rembg_model)})

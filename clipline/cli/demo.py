@@ -8,7 +8,7 @@ import typer
 from PIL import Image
 from rich.console import Console
 
-from clipline.cli.run import print_summary, run_folder
+from clipline.cli.run import RUN_EDGES, print_summary, run_folder
 from pipeline import logs
 from pipeline.demo_images import SAMPLES
 from pipeline.imaging.sheet import contact_sheet
@@ -39,7 +39,7 @@ def demo(
         path = inputs / f"{name}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         draw().save(path, quality=92)
-    options = OutputOptions()
+    options = OutputOptions(edges=RUN_EDGES)
     summary = run_folder(inputs, cutouts, options, settings, model=settings.model)
     print_summary(summary, cutouts)
     rows = []

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from clipline.cli.run import run_folder
+from clipline.cli.run import RUN_EDGES, run_folder
 from pipeline.adapters.segmenters.fake import FakeSegmenter
 from pipeline.embedded import Summary, batch_id_for, history_id_for
 from pipeline.jobs import JobSpec, JobStatus
@@ -220,7 +220,7 @@ def test_status_shows_the_refusals_the_summary_shows(tmp_path: Path) -> None:
     picture(os.fsdecode(bytes(src) + b"/bad\xff.jpg"))
     done = clipline("run", str(src), str(dst))
     assert done.returncode == 1
-    batch = batch_id_for(src, OutputOptions(), "u2netp")
+    batch = batch_id_for(src, OutputOptions(edges=RUN_EDGES), "u2netp")  # `run`'s defaults
     status = clipline("status", "--run", str(dst), "--batch", str(batch))
     assert status.returncode == 0, status.stderr
     assert "succeeded  1" in status.stdout

@@ -235,9 +235,10 @@ def test_a_half_copied_file_completed_later_counts_once_and_passes(tmp_path: Pat
     assert jobs_of(dst) == [("photo.jpg", "dead", "corrupt_image", None),
                             ("photo.jpg", "succeeded", None, "photo.png")]
     # `clipline status` counts what the summary counts: the file's current version.
+    from clipline.cli.run import RUN_EDGES
     from pipeline.embedded import batch_id_for
 
-    batch = batch_id_for(src, OutputOptions(), "u2netp")
+    batch = batch_id_for(src, OutputOptions(edges=RUN_EDGES), "u2netp")
     counts = clipline("status", "--run", str(dst), "--batch", str(batch))
     assert counts.returncode == 0, counts.stderr
     lines = dict(line.split() for line in counts.stdout.splitlines())
