@@ -16,11 +16,13 @@ from tests.security.conftest import World, job
 
 # Every field a request can carry. A new one that names a place to write needs its check.
 PINNED = {
-    "JobRequest": {"source", "options", "priority", "deadline", "callback_url"},
+    # model: which served model runs the job (a name checked against CLIPLINE_SERVED_MODELS),
+    # never where the cut-out goes.
+    "JobRequest": {"source", "options", "priority", "deadline", "callback_url", "model"},
     "Source": {"bucket", "key", "version"},
-    "BatchItem": {"bucket", "key", "version", "options", "priority"},
+    "BatchItem": {"bucket", "key", "version", "options", "priority", "model"},
     "BatchRequest": {"items", "manifest", "prefix", "options", "priority", "label",
-                     "callback_url"},
+                     "callback_url", "model"},
     "manifest JSON line": {"bucket", "key", "version", "options", "priority",
                            "idempotency_key", "model"},
 }
