@@ -72,6 +72,22 @@ def decontaminate(
     return out
 
 
+def at_working_size(
+    rgb: npt.NDArray[np.uint8], alpha: npt.NDArray[np.uint8], work_side: int
+) -> tuple[Image.Image, Image.Image]:
+    """``rgb`` [H, W, 3] and ``alpha`` [H, W] uint8 as Pillow images, box-downscaled together so
+    that neither side exceeds ``work_side`` (each working pixel is the mean of the pixels it
+    covers, alpha included); at their own size when they already fit."""
+    height, width = alpha.shape
+    scale = min(1.0, work_side / max(height, width))
+    small = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image, matte = Image.fromarray(np.ascontiguousarray(rgb)), Image.fromarray(alpha)
+    if small != (width, height):
+        image = image.resize(small, Image.Resampling.BOX)
+        matte = matte.resize(small, Image.Resampling.BOX)
+    return image, matte
+
+
 def _estimate(
     rgb: npt.NDArray[np.uint8], alpha: npt.NDArray[np.uint8], work_side: int
 ) -> npt.NDArray[np.uint8]:
@@ -80,13 +96,7 @@ def _estimate(
     from pymatting import estimate_foreground_ml  # ~1.8 s import: only when asked for
 
     height, width = alpha.shape
-    scale = min(1.0, work_side / max(height, width))
-    small = (max(1, round(width * scale)), max(1, round(height * scale)))
-    image, matte = Image.fromarray(np.ascontiguousarray(rgb)), Image.fromarray(alpha)
-    if small != (width, height):
-        # Box filter: each small pixel is the mean of the pixels it covers, alpha included.
-        image = image.resize(small, Image.Resampling.BOX)
-        matte = matte.resize(small, Image.Resampling.BOX)
+    image, matte = at_working_size(rgb, alpha, work_side)
     colours = np.asarray(image, dtype=np.float32) / np.float32(255.0)
     weights = np.asarray(matte, dtype=np.float32) / np.float32(255.0)
     estimate = estimate_foreground_ml(colours, weights)

@@ -34,6 +34,8 @@ import numpy.typing as npt
 from PIL import Image
 from scipy import ndimage
 
+from pipeline.imaging.edges import at_working_size
+
 WORK_SIDE = 512
 """The longest side, in pixels, of the image the refinement runs on."""
 BAND_PX = 8
@@ -76,21 +78,16 @@ def refine_alpha(
     out: Alpha = np.where(inside, 255, 0).astype(np.uint8)
     if inside.all() or not inside.any():
         return out
-    scale = min(1.0, work_side / max(height, width))
-    small = (max(1, round(width * scale)), max(1, round(height * scale)))
-    image, matte = Image.fromarray(np.ascontiguousarray(rgb)), Image.fromarray(alpha)
-    if small != (width, height):
-        # Box filter: each working pixel is the mean of the pixels it covers.
-        image = image.resize(small, Image.Resampling.BOX)
-        matte = matte.resize(small, Image.Resampling.BOX)
+    image, matte = at_working_size(rgb, alpha, work_side)
+    shrunk = image.size != (width, height)
     small_alpha = np.asarray(matte, dtype=np.uint8)
     # The band at working size, grown by one pixel so that, scaled up, it covers the outline.
-    band = unknown_band(small_alpha, band_px + (1.0 if scale < 1.0 else 0.0))
+    band = unknown_band(small_alpha, band_px + (1.0 if shrunk else 0.0))
     guide = np.asarray(image, dtype=np.float32) / np.float32(255.0)
     q = guided_filter(guide, (small_alpha >= 128).astype(np.float32), radius, eps)
     refined = Image.fromarray(np.clip(np.rint(q * 255.0), 0, 255).astype(np.uint8))
     band_image = Image.fromarray(band.astype(np.uint8) * 255)
-    if small != (width, height):
+    if shrunk:
         refined = refined.resize((width, height), Image.Resampling.BILINEAR)
         band_image = band_image.resize((width, height), Image.Resampling.NEAREST)
     on_band = np.asarray(band_image) > 0
