@@ -32,6 +32,7 @@ mask that is not one.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,12 +109,22 @@ def selection_key(output: str, shown: Collection[int], *, extension: str | None 
     ``".psd"``, which then replaces it). The same set always gives the same key, so asking
     again overwrites the same object."""
     digest = selection_digest(shown)
-    stem, dot, ext = output.rpartition(".")
-    if not dot:
-        stem, ext = output, ""
+    stem, ext = _split_extension(output)
     if extension is not None:
         ext = extension.lstrip(".")
     return f"{stem}.layers-{digest}.{ext}" if ext else f"{stem}.layers-{digest}"
+
+
+def is_selection_key(output: str, candidate: str) -> bool:
+    """Whether ``candidate`` is a name ``selection_key(output, ...)`` gives for some set of
+    parts and some extension: an earlier recomposition of ``output``."""
+    stem, _ = _split_extension(output)
+    return re.fullmatch(re.escape(stem) + r"\.layers-[0-9a-f]{12}\.[a-z]+", candidate) is not None
+
+
+def _split_extension(output: str) -> tuple[str, str]:
+    stem, dot, ext = output.rpartition(".")
+    return (stem, ext) if dot else (output, "")
 
 
 def read_mask(data: bytes) -> npt.NDArray[np.uint8]:

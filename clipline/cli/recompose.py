@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from pipeline.imaging.layered import LayeredFormat
 from pipeline.jobs import Job, JobStatus
 from pipeline.recompose import (
     StoredLayers,
+    is_selection_key,
     layered_file,
     recompose,
     selection_key,
@@ -136,11 +136,9 @@ def check_target(target: Path, dst: Path, name: str, extension: str) -> None:
                          f"folder {STATE_DIR}/: choose another --to")
     if not target.exists() and not target.is_symlink():
         return
-    stem = name.rpartition(".")[0] if "." in name.rpartition("/")[2] else name
     relative = target.relative_to(dst).as_posix() if target.is_relative_to(dst) else None
-    earlier = relative is not None and re.fullmatch(
-        re.escape(stem) + r"\.layers-[0-9a-f]{12}\.[a-z]+", relative) is not None
-    if not earlier or relative is None or find_job(dst, relative) is not None:
+    if (relative is None or not is_selection_key(name, relative)
+            or find_job(dst, relative) is not None):
         raise UsageError(f"{fields.escaped(str(target), 500)} exists and is not an earlier "
                          "recomposition of this cut-out: it is not overwritten (choose another "
                          "--to, or remove it first)")
