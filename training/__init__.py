@@ -1,0 +1,1 @@
+"""Training Clipline's segmentation models (torch; never imported by pipeline or workers)."""
