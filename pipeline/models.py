@@ -12,6 +12,11 @@ unless its sha256 matches:
   against ``--sha256`` when the user gives one, else against the spec's md5 when it has one, and
   records what it computed: trust on first use, said out loud by the CLI.
 
+A trained model (``clipline train``, ``clipline models register``) is known by its card in the
+models folder, ``NAME.model.json`` (``pipeline.model_card``, written by ``pipeline.model_store``):
+``get_spec(name, models_dir)`` and ``all_specs(models_dir)`` find it after the built-in specs,
+which it can never shadow, and its spec pins the sha256 the card records.
+
 Normalisation follows rembg, the reference whose masks Clipline must match: RGB, ``x / max(x)``
 over the whole image (floored at 1e-6), then ``(x - mean) / std`` per channel, NCHW float32; the
 mask output is min-max normalised per image. rembg's ISNet session keeps the ImageNet mean with
