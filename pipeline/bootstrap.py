@@ -24,7 +24,7 @@ def segmenter(
     Runtime's intra-op threads. Raises ``ModelError`` (a missing or altered file) and, for
     Triton, ``InferenceUnavailable`` (not answering, or not serving the model)."""
     name = model or settings.model
-    spec = get_spec(name)
+    spec = get_spec(name, settings.model_folder)
     if settings.segmenter == "fake":
         from pipeline.adapters.segmenters.fake import FakeSegmenter
 
@@ -51,17 +51,20 @@ def segmenter(
 
 def triton_name(settings: Settings, model: str) -> str:
     """The name ``model`` has on Triton: TRITON_MODEL for the default model when it is set,
-    else the original spec's name (Triton serves each uint8 rewrite under it: ``u2net``)."""
+    else the original spec's name (Triton serves each uint8 rewrite under it: ``u2net``; a
+    trained model under its own registered name)."""
     if model == settings.model and settings.triton_model:
         return settings.triton_model
-    spec = get_spec(model)
+    spec = get_spec(model, settings.model_folder)
     return spec.derived_from or spec.name
 
 
 def segmenters(settings: Settings, *, threads: int | None = None) -> ModelRegistry:
     """Every served model (``Settings.served``), each built on its first job."""
     def size(name: str) -> tuple[int, int]:
-        return FAKE_SIZE if settings.segmenter == "fake" else get_spec(name).input_size
+        if settings.segmenter == "fake":
+            return FAKE_SIZE
+        return get_spec(name, settings.model_folder).input_size
 
     return ModelRegistry(
         settings.served, lambda name: segmenter(settings, model=name, threads=threads), size)

@@ -50,8 +50,9 @@ two refusals to recompose a job (``JobNotSucceeded``, ``LayersNotRecorded``; see
 
 Requests refused before any job exists derive from ``UsageError`` (nothing recorded, nothing
 to retry): bad settings, fields, manifests, cursors and events; ``OpenTenantsUndecided`` (an
-upgrade that must be told what open tenants become) and ``CallbackRefused`` (a callback
-address inside the network, ``pipeline.callback_address``).
+upgrade that must be told what open tenants become), ``CallbackRefused`` (a callback
+address inside the network, ``pipeline.callback_address``) and ``ModelExists`` (registering a
+trained model under a name, or a Triton version, that is taken: ``pipeline.model_store``).
 """
 
 from __future__ import annotations
@@ -410,3 +411,11 @@ class CallbackRefused(UsageError):
     def __init__(self, message: str, why: str) -> None:
         self.why = why
         super().__init__(message)
+
+
+class ModelExists(UsageError):
+    """A trained model cannot be registered under this name: a built-in model has it, or a
+    registered one does and replacing it was not asked for; or a Triton model repository
+    already holds that version (``pipeline.model_store``)."""
+
+    reason = "model_exists"

@@ -12,6 +12,11 @@ unless its sha256 matches:
   against ``--sha256`` when the user gives one, else against the spec's md5 when it has one, and
   records what it computed: trust on first use, said out loud by the CLI.
 
+A trained model (``clipline train``, ``clipline models register``) is known by its card in the
+models folder, ``NAME.model.json`` (``pipeline.model_card``, written by ``pipeline.model_store``):
+``get_spec(name, models_dir)`` and ``all_specs(models_dir)`` find it after the built-in specs,
+which it can never shadow, and its spec pins the sha256 the card records.
+
 Normalisation follows rembg, the reference whose masks Clipline must match: RGB, ``x / max(x)``
 over the whole image (floored at 1e-6), then ``(x - mean) / std`` per channel, NCHW float32; the
 mask output is min-max normalised per image. rembg's ISNet session keeps the ImageNet mean with
@@ -33,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import ModelError, ModelNotServed
+from pipeline.model_card import ModelCard, card_names, name_problem, read_card
 
 DEFAULT_MODEL = "u2net"
 """The model a job gets when nobody names one: ``Settings.model``, ``JobSpec``, manifests and
@@ -115,6 +121,9 @@ class ModelSpec:
     layout: Literal["float_nchw", "uint8_nhwc"] = "float_nchw"
     source: PypiWheel | None = None
     derived_from: str | None = None
+    # A trained model (a card in the models folder, ``pipeline.model_card``): the model it was
+    # trained from. None for the built-in specs.
+    base: str | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -190,23 +199,53 @@ def uint8_form(spec: ModelSpec) -> ModelSpec:
     )
 
 
-def get_spec(name: str) -> ModelSpec:
-    """The spec called ``name``; ``NAME-uint8`` is the rewritten form of ``NAME``."""
+def get_spec(name: str, models_dir: Path | None = None) -> ModelSpec:
+    """The spec called ``name``; ``NAME-uint8`` is the rewritten form of ``NAME``. The built-in
+    specs come first; else, given ``models_dir``, the trained model whose card is there
+    (``NAME.model.json``). A malformed card is a ``ModelError`` naming its file."""
+    base = name.removesuffix(UINT8_SUFFIX)
+    original = _find(base, models_dir)
+    if original is not None:
+        return original if base == name else uint8_form(original)
+    known = ", ".join(_known_names(models_dir))
+    raise ModelError(
+        f"unknown model {name!r}; known models: {known}. A model trained elsewhere is "
+        f"registered with `clipline models register ONNX --name NAME --base u2netp`"
+    )
+
+
+def _find(name: str, models_dir: Path | None) -> ModelSpec | None:
     if name in SPECS:
         return SPECS[name]
-    base = name.removesuffix(UINT8_SUFFIX)
-    if base != name and base in SPECS:
-        return uint8_form(SPECS[base])
-    known = ", ".join(s.name for s in all_specs())
-    raise ModelError(f"unknown model {name!r}; known models: {known}")
+    if models_dir is None or name_problem(name) is not None:  # never a path outside the folder
+        return None
+    card = read_card(models_dir, name)
+    return None if card is None else trained_spec(card)
 
 
-def parse_model_list(text: str) -> tuple[str, ...]:
+def trained_spec(card: ModelCard) -> ModelSpec:
+    """The spec of a trained model: its sha256 pinned from the card, so ``resolve`` refuses a
+    file that is not the one registered."""
+    return ModelSpec(
+        name=card.name,
+        filename=card.filename,
+        input_size=card.input_size,
+        normalisation=Normalisation(mean=card.mean, std=card.std,
+                                    scale="fixed_255" if card.scale == "fixed_255"
+                                    else "image_max"),
+        sha256=card.sha256,
+        output_index=card.output_index,
+        base=card.base,
+        description=f"trained from {card.base}, {card.created}",
+    )
+
+
+def parse_model_list(text: str, models_dir: Path | None = None) -> tuple[str, ...]:
     """``"u2net, u2netp"`` → ``("u2net", "u2netp")``: names in order, blanks and repeats
     dropped. Raises ``ModelError`` naming an unknown model (``get_spec``)."""
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     for name in names:
-        get_spec(name)
+        get_spec(name, models_dir)
     return names
 
 
@@ -217,9 +256,24 @@ def check_served(model: str, served: tuple[str, ...]) -> str:
     return model
 
 
-def all_specs() -> list[ModelSpec]:
-    """Every known spec, each original followed by its uint8 form."""
-    return [form for spec in SPECS.values() for form in (spec, uint8_form(spec))]
+def all_specs(models_dir: Path | None = None) -> list[ModelSpec]:
+    """Every known spec, each original followed by its uint8 form: the built-in ones, then, given
+    ``models_dir``, the trained ones whose cards are there (sorted by name). A malformed card is
+    a ``ModelError`` naming its file (``trained_names`` lists them without reading them)."""
+    trained = [s for n in trained_names(models_dir) if (s := _find(n, models_dir)) is not None]
+    return [form for spec in (*SPECS.values(), *trained) for form in (spec, uint8_form(spec))]
+
+
+def trained_names(models_dir: Path | None) -> list[str]:
+    """The names of the trained models whose cards are in ``models_dir``, sorted, unread."""
+    return [] if models_dir is None else [n for n in card_names(models_dir) if n not in SPECS]
+
+
+def _known_names(models_dir: Path | None) -> list[str]:
+    """Every known name, trained ones from their file names alone: a malformed card must not
+    hide the error message this list is part of."""
+    originals = [*SPECS, *trained_names(models_dir)]
+    return [name for o in originals for name in (o, o + UINT8_SUFFIX)]
 
 
 # -- checksums ------------------------------------------------------------------------------
@@ -286,6 +340,9 @@ def obtain_hint(spec: ModelSpec) -> str:
     """The command that puts ``spec``'s file into the models folder."""
     if spec.derived_from is not None:
         return f"clipline models export-uint8 {spec.derived_from}"
+    if spec.base is not None:
+        return (f"clipline models register ONNX --name {spec.name} --base {spec.base} "
+                "--replace")
     if spec.source is None:
         return f"clipline models pull {spec.name} --from PATH_OR_URL"
     return f"clipline models pull {spec.name}"

@@ -7,9 +7,10 @@ A bad value fails at start-up and pydantic names the variable.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     Field,
@@ -53,7 +54,7 @@ class Settings(BaseSettings):
     served_models: str = Field(
         default="", description="Comma-separated models this deployment serves, side by side; "
         "a request may name any of them (`model`). Empty: just MODEL. MODEL must be among "
-        "them; each is a known spec.")
+        "them; each is a known spec or a trained model registered in the models folder.")
 
     # -- services (production) --------------------------------------------------------------
     redis_url: str = Field(
@@ -274,17 +275,20 @@ class Settings(BaseSettings):
             raise ValueError("heartbeat_seconds must be below lease_seconds")
         return self
 
+    # data_dir and models_dir come before model and served_models, so their validators see the
+    # models folder: a trained model (a card there, ``clipline models register``) is known too.
     @field_validator("model")
     @classmethod
-    def _model_known(cls, value: str) -> str:
-        if _known(value) != (value,):  # an unknown name fails at start, naming the variable
+    def _model_known(cls, value: str, info: ValidationInfo) -> str:
+        # an unknown name fails at start, naming the variable
+        if _known(value, _folder_of(info.data)) != (value,):
             raise ValueError(f"one model name expected, got {value!r}")
         return value
 
     @field_validator("served_models")
     @classmethod
     def _served_known(cls, value: str, info: ValidationInfo) -> str:
-        names = _known(value)
+        names = _known(value, _folder_of(info.data))
         default = info.data.get("model")  # absent when MODEL itself was refused
         if names and default is not None and default not in names:
             raise ValueError(f"the default model {default!r} (CLIPLINE_MODEL) is not among the "
@@ -305,7 +309,7 @@ class Settings(BaseSettings):
     @cached_property
     def served(self) -> tuple[str, ...]:
         """The models served, the default (MODEL) first, then the others in their given order."""
-        others = parse_model_list(self.served_models)
+        others = parse_model_list(self.served_models, self.model_folder)
         return (self.model, *(name for name in others if name != self.model))
 
     @cached_property
@@ -323,13 +327,26 @@ class Settings(BaseSettings):
 
     @cached_property
     def model_folder(self) -> Path:
-        return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+        return _model_folder(self.data_dir, self.models_dir)
 
 
-def _known(text: str) -> tuple[str, ...]:
-    """The model names in ``text`` (``parse_model_list``); an unknown one as a ``ValueError``,
-    which pydantic reports against the variable."""
+def _model_folder(data_dir: Path, models_dir: Path | None) -> Path:
+    return models_dir if models_dir is not None else data_dir / "models"
+
+
+def _folder_of(data: Mapping[str, Any]) -> Path | None:
+    """The models folder from the fields validated so far; None when DATA_DIR or MODELS_DIR was
+    refused (then only the built-in models are known, and that variable's error is reported)."""
+    if "data_dir" not in data or "models_dir" not in data:
+        return None
+    return _model_folder(data["data_dir"], data["models_dir"])
+
+
+def _known(text: str, models_dir: Path | None) -> tuple[str, ...]:
+    """The model names in ``text`` (``parse_model_list``, trained models in ``models_dir``
+    included); an unknown one, or a malformed card, as a ``ValueError``, which pydantic reports
+    against the variable."""
     try:
-        return parse_model_list(text)
+        return parse_model_list(text, models_dir)
     except ModelError as exc:
         raise ValueError(exc.message) from exc

@@ -46,8 +46,10 @@ class ServeOptions:
 
 def model_files(settings: Settings) -> dict[str, Path]:
     """Triton name → verified uint8 graph, for every served model (the default first); each
-    graph is exported when it is missing. Raises ``ModelError`` for a model not pulled."""
-    return {triton_name(settings, model): uint8_graph(get_spec(model), settings.model_folder)
+    graph is exported when it is missing. Raises ``ModelError`` for a model not pulled. A
+    trained model (registered in the models folder) is served under its own name."""
+    folder = settings.model_folder
+    return {triton_name(settings, model): uint8_graph(get_spec(model, folder), folder)
             for model in settings.served}
 
 

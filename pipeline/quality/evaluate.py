@@ -137,7 +137,7 @@ def model_identity(settings: Settings) -> dict[str, Any]:
     there and matches its checksum, else None (the fake segmenter; Triton without a local copy)."""
     digest: str | None = None
     if settings.segmenter != "fake":
-        state = inspect(get_spec(settings.model), settings.model_folder)
+        state = inspect(get_spec(settings.model, settings.model_folder), settings.model_folder)
         digest = state.actual if state.verified else None
     return {"name": settings.model, "segmenter": settings.segmenter, "sha256": digest}
 

@@ -33,7 +33,7 @@ COMMANDS = {
     "run", "recompose", "demo", "status", "redrive", "worker", "reconcile", "api", "submit",
     "events", "eval",
     "db upgrade", "db downgrade", "db current",
-    "models list", "models pull", "models export-uint8",
+    "models list", "models pull", "models export-uint8", "models register",
     "triton serve",
     "tenants create", "tenants key", "tenants revoke", "tenants show", "tenants secret",
     "datasets compose", "datasets synth-sources",
