@@ -17,7 +17,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,train]'
 	# Compile pymatting's numba kernels once (clean and refined edges; over a minute when cold).
 	$(BIN)/python -c 'from pipeline.imaging.edges import warm; warm()'
 	touch $(STAMP)

@@ -42,7 +42,7 @@ from pipeline.errors import ClipError, UsageError
 from pipeline.imaging.decode import decode, model_input_from_rgba
 from pipeline.models import U2NETP, Normalisation
 from pipeline.quality.composer import RECIPES, Composer, SetRequest
-from pipeline.quality.sources import SOURCE_LIMITS, Pool, Skipped, scan
+from pipeline.quality.sources import SOURCE_LIMITS, Pool, Skipped, scan, side_of
 
 PAIRS = "pairs"
 DEFAULT_EVAL_SHARE = 0.3  # `clipline datasets compose --eval-share`'s default
@@ -214,7 +214,10 @@ class TrainStream:
             self.composers.append(_sharing(self.composers[0], s))
         self.pairs = [(i, d / "images", p, d / "masks" / f"{p.stem}.png")
                       for i, d in enumerate(sources.pairs) for p in _files_of(d / "images")]
-        self.photo_files = [p for d in sources.photos for p in _files_of(d)]
+        # Only the train side of a photos folder: a folder that also feeds composites
+        # (backgrounds) must not show the teacher the evaluation side's pictures.
+        self.photo_files = [p for d in sources.photos for p in _files_of(d)
+                            if side_of(p.relative_to(d).as_posix(), eval_share) == "train"]
         self.pair_skipped: list[str] = []
         self._pair_order: list[int] | None = None
         self._pair_next = 0

@@ -3,10 +3,10 @@
 The architecture is the one of Qin et al., "U²-Net: Going deeper with nested U-structure for
 salient object detection", Pattern Recognition 106 (2020), as published with its weights in the
 authors' repository (``u2net.py``: RSU-7…RSU-4 and the dilated RSU-4F blocks, six side outputs
-fused by a 1×1 convolution, a sigmoid on each of the seven outputs). The released ONNX files
+fused by a 1x1 convolution, a sigmoid on each of the seven outputs). The released ONNX files
 (rembg's; ``pipeline.models.U2NETP`` / ``U2NET``) were exported in eval mode, which folds every
 batch normalisation into the convolution before it. So the modules here are that folded form: a
-``REBNCONV`` is a 3×3 convolution with a bias and a ReLU, no BatchNorm; fine-tuning trains the
+``REBNCONV`` is a 3x3 convolution with a bias and a ReLU, no BatchNorm; fine-tuning trains the
 folded weights directly (no batch statistics to drift on the small batches of a CPU run).
 
 Weights are read from the ONNX initializers without relying on their names (the folded ones are
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812 (the PyTorch convention)
 
 # (in, mid, out) of each stage, from the authors' U2NET / U2NETP classes.
 STAGES = {
@@ -51,7 +51,7 @@ SIDES = {"u2netp": (64, 64, 64, 64, 64, 64), "u2net": (64, 64, 128, 256, 512, 51
 
 
 class REBNCONV(nn.Module):
-    """3×3 convolution (dilation ``dirate``, same padding) with its batch norm folded, then
+    """3x3 convolution (dilation ``dirate``, same padding) with its batch norm folded, then
     ReLU. [N, in, H, W] → [N, out, H, W]."""
 
     def __init__(self, in_ch: int, out_ch: int, dirate: int = 1) -> None:
@@ -67,8 +67,8 @@ def upsample_like(src: Tensor, tar: Tensor) -> Tensor:
 
 
 class RSU(nn.Module):
-    """Residual U-block of ``height`` levels (RSU-7 … RSU-4): an encoder of 3×3 convolutions
-    with 2×2 max pooling (ceil mode), a dilation-2 bottom, a decoder that upsamples and
+    """Residual U-block of ``height`` levels (RSU-7 … RSU-4): an encoder of 3x3 convolutions
+    with 2x2 max pooling (ceil mode), a dilation-2 bottom, a decoder that upsamples and
     concatenates; output = decoder + input projection. [N, in, H, W] → [N, out, H, W]."""
 
     def __init__(self, height: int, in_ch: int, mid_ch: int, out_ch: int) -> None:
@@ -219,9 +219,9 @@ def load_onnx_weights(model: U2Net, onnx_path: Path) -> int:
             if tuple(weight.shape) != tuple(conv.weight.shape):
                 raise WeightMismatch(f"convolution {i}: graph {tuple(weight.shape)}, module "
                                      f"{tuple(conv.weight.shape)}")
-            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+            conv.weight.copy_(torch.from_numpy(np.array(weight, dtype=np.float32)))
             assert conv.bias is not None
-            conv.bias.copy_(torch.from_numpy(np.ascontiguousarray(bias)))
+            conv.bias.copy_(torch.from_numpy(np.array(bias, dtype=np.float32)))
             copied += 2
     return copied
 

@@ -26,6 +26,7 @@ from clipline.cli import (
     reconcile,
     submit,
     tenants,
+    train,
     triton,
     worker,
 )
@@ -62,6 +63,7 @@ app.command("api")(api.api)
 app.command("submit")(submit.submit)
 app.command("events")(events.events)
 app.command("eval")(evaluate.eval_)
+app.command("train")(train.train)
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
 app.add_typer(triton.app, name="triton")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.errors import ModelError
+from pipeline.errors import ModelError, UsageError
 from pipeline.model_fetch import pull
 from pipeline.model_store import provenance_file, register, triton_version_folder
 from pipeline.models import SPECS, ModelSpec, get_spec, inspect, resolve, trained_names, uint8_form
@@ -202,5 +202,43 @@ def register_model(
     if triton_repo is not None:
         version = triton_version_folder(triton_repo, name, result.uint8_path,
                                         input_size=base_spec.input_size)
+        typer.echo(f"triton: {version / 'model.onnx'}")
+    typer.echo(f"use it: clipline run SRC DST --model {name}")
+
+
+@app.command(
+    "export",
+    help="Export a `clipline train` checkpoint to ONNX and register it under NAME.\n\n"
+    "The ONNX has the released model's tensors (input.1, seven outputs, the mask first) and is "
+    "checked against the torch module on sample inputs before anything is written; then it is "
+    "registered as `clipline models register` does (uint8 graph for Triton, sha256, a card "
+    "with the run's provenance: base model, data fingerprint, curriculum, steps, seed, code "
+    "version). Needs torch (pip install 'clipline[train]').",
+)
+def export_checkpoint(
+    checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                      help="RUN/checkpoint.pt of a training run."),
+    name: str = typer.Option(..., "--name", help="Name to register the model under."),
+    replace: bool = typer.Option(
+        False, "--replace", help="Replace a model already registered under NAME."),
+    triton_repo: Path | None = typer.Option(
+        None, "--triton-repo", file_okay=False,
+        help="Also add the uint8 graph to this Triton model repository as "
+        "NAME/<next version>/model.onnx."),
+    models_dir: Path | None = MODELS_DIR,
+) -> None:
+    """Export a training checkpoint and register it (see the help text above)."""
+    try:
+        from training.export import export_and_register
+    except ImportError as exc:
+        raise UsageError(f"exporting needs torch: pip install 'clipline[train]' ({exc})") from exc
+    folder = _folder(models_dir)
+    result, agreement = export_and_register(checkpoint, name, folder, replace=replace)
+    typer.echo(f"{name}: {result.path} (ONNX vs torch max |diff| {agreement.max_abs:.2g}; "
+               f"uint8 graph max |diff| {result.uint8_max_abs:.3g})")
+    typer.echo(f"sha256 {result.sha256}")
+    if triton_repo is not None:
+        version = triton_version_folder(triton_repo, name, result.uint8_path,
+                                        input_size=result.spec.input_size)
         typer.echo(f"triton: {version / 'model.onnx'}")
     typer.echo(f"use it: clipline run SRC DST --model {name}")
