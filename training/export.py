@@ -13,6 +13,7 @@ sha256 and the card with the run's provenance.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +60,15 @@ def export_onnx(model: U2Net, path: Path, *, size: tuple[int, int] = (320, 320),
     random normalised inputs; raises ``WeightMismatch`` beyond :data:`EXPORT_TOLERANCE`."""
     model = model.eval().cpu()
     h, w = size
-    torch.onnx.export(
-        _Probabilities(model), (torch.zeros(1, 3, h, w),), str(path),
-        input_names=["input.1"], output_names=[f"d{i}" for i in range(7)],
-        dynamic_axes={"input.1": {0: "batch"}, **{f"d{i}": {0: "batch"} for i in range(7)}},
-        opset_version=OPSET, dynamo=False)
+    with warnings.catch_warnings():
+        # The exporter's notice that dynamo is the new default (chosen against above).
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        torch.onnx.export(
+            _Probabilities(model), (torch.zeros(1, 3, h, w),), str(path),
+            input_names=["input.1"], output_names=[f"d{i}" for i in range(7)],
+            dynamic_axes={"input.1": {0: "batch"}, **{f"d{i}": {0: "batch"} for i in range(7)}},
+            opset_version=OPSET, dynamo=False)
     probe = np.random.default_rng(seed).normal(size=(samples, 3, h, w)).astype(np.float32)
     return check_against_onnx(model, path, probe, tolerance=EXPORT_TOLERANCE)
 

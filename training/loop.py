@@ -160,7 +160,7 @@ def train(config: TrainConfig, report: Report | None = None) -> RunResult:
                 row["teacher_loss"] = float(t_loss.detach())
                 loss = loss + config.teacher_weight * t_loss
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
             row["seconds"] = round(time.monotonic() - t0, 3)
             ended = progress.advance()

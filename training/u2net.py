@@ -30,8 +30,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812 (the PyTorch convention)
 
-# (in, mid, out) of each stage, from the authors' U2NET / U2NETP classes.
-STAGES = {
+# (kind, in, mid, out) of each stage, from the authors' U2NET / U2NETP classes: kind is the
+# RSU height (7..4) or "4F", the dilated block.
+StageSpec = tuple[int | str, int, int, int]
+STAGES: dict[str, dict[str, StageSpec]] = {
     "u2netp": {
         "stage1": (7, 3, 16, 64), "stage2": (6, 64, 16, 64), "stage3": (5, 64, 16, 64),
         "stage4": (4, 64, 16, 64), "stage5": ("4F", 64, 16, 64), "stage6": ("4F", 64, 16, 64),
@@ -97,7 +99,8 @@ class RSU(nn.Module):
             if i:
                 hx = upsample_like(hx, skip)
             hx = conv(torch.cat((hx, skip), 1))
-        return hx + hxin
+        out: Tensor = hx + hxin
+        return out
 
 
 class RSU4F(nn.Module):
@@ -124,7 +127,8 @@ class RSU4F(nn.Module):
         hx = self.bottom(hx)
         for i, conv in enumerate(self.decoder):
             hx = conv(torch.cat((hx, skips[-1 - i]), 1))
-        return hx + hxin
+        out: Tensor = hx + hxin
+        return out
 
 
 def _block(kind: int | str, in_ch: int, mid_ch: int, out_ch: int) -> nn.Module:

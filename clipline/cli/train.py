@@ -58,6 +58,8 @@ def train(
     teacher: str | None = typer.Option(None, help="A larger model (u2net) whose masks on "
                                        "--photos the student also learns."),
     teacher_weight: float = typer.Option(0.5, min=0.0, help="Weight of the teacher term."),
+    teacher_batch: int = typer.Option(4, min=1, max=256, help="Photos per step for the "
+                                      "teacher term."),
     steps: int = typer.Option(300, min=1, help="Training steps over the whole curriculum."),
     batch_size: int = typer.Option(8, min=1, max=256, help="Composites per step."),
     lr: float = typer.Option(3e-5, min=0.0, help="Adam's learning rate."),
@@ -97,7 +99,7 @@ def train(
     models folder with its provenance and a uint8 graph for Triton, and usable by name:
     `clipline run --model NAME`, CLIPLINE_SERVED_MODELS, `clipline eval --model NAME`.
     With --gate it is registered only if `clipline eval` on --eval-set finds no class worse
-    than the base's (exit status 1 otherwise); the report and sheets are kept in OUT/gate and
+    than the base's (otherwise exit status 2, nothing registered); the report and sheets are kept in OUT/gate and
     beside the model (NAME.gate/).
     """
     if gate and (not name or not eval_sets):
@@ -125,7 +127,8 @@ def train(
         curriculum=load_curriculum(curriculum) if curriculum else DEFAULT,
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_every=val_every,
         checkpoint_every=checkpoint_every, device=device, threads=threads, teacher=teacher,
-        teacher_onnx=teacher_onnx, teacher_weight=teacher_weight)
+        teacher_onnx=teacher_onnx, teacher_weight=teacher_weight,
+        teacher_batch=teacher_batch)
     result = _run(config, run_training)
     console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; checkpoint "
                   f"{result.checkpoint}", markup=False, highlight=False)

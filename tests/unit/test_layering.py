@@ -6,6 +6,9 @@
 - only ``pipeline/adapters`` and ``workers`` import infrastructure (the command line composes
   adapters, it does not import vendors itself);
 - no module imports itself back through others: no import cycle in the three packages;
+- ``training`` (torch) may import ``pipeline``; ``pipeline`` and ``workers`` never import it
+  nor torch, and the command line imports it only inside the functions of the commands that
+  train or export, so the worker, the API and every other command run without torch;
 - every command is reachable from the one entry point, ``clipline.cli:main``.
 """
 
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,14 +31,14 @@ INFRA = {"boto3", "botocore", "tritonclient", "onnxruntime", "sqlalchemy", "redi
          "psycopg", "alembic", "onnx", "pytriton"}
 CORE = [p for p in (ROOT / "pipeline").rglob("*.py") if "adapters" not in p.parts]
 SHELL = sorted((ROOT / "clipline").rglob("*.py"))
-LAYERS = ("pipeline", "workers", "clipline")
+LAYERS = ("pipeline", "workers", "clipline", "training")
 
 # What `clipline --help` offers, group by group: `clipline db upgrade` is "db upgrade".
 COMMANDS = {
     "run", "recompose", "demo", "status", "redrive", "worker", "reconcile", "api", "submit",
-    "events", "eval",
+    "events", "eval", "train",
     "db upgrade", "db downgrade", "db current",
-    "models list", "models pull", "models export-uint8", "models register",
+    "models list", "models pull", "models export-uint8", "models export", "models register",
     "triton serve",
     "tenants create", "tenants key", "tenants revoke", "tenants show", "tenants secret",
     "datasets compose", "datasets synth-sources",
@@ -72,6 +77,40 @@ def test_pipeline_never_imports_celery_workers_or_the_command_line() -> None:
 def test_workers_never_import_the_command_line() -> None:
     for path in _files("workers"):
         assert "clipline" not in _imports(path), path
+
+
+def test_only_training_imports_torch_and_nothing_below_it_imports_training() -> None:
+    for layer in ("pipeline", "workers"):
+        for path in _files(layer):
+            assert not (_imports(path) & {"torch", "training"}), path
+    for path in SHELL:
+        assert "torch" not in _imports(path), path
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_command_line_imports_training_only_inside_the_commands_that_need_it() -> None:
+    importers = {p.name for p in SHELL if "training" in _imports(p)}
+    assert importers == {"train.py", "models.py"}
+    for path in SHELL:
+        assert "training" not in _top_level_imports(path), path
+
+
+def test_the_worker_the_api_and_the_command_line_load_without_torch() -> None:
+    """Imported for real in a fresh interpreter: no module on their import graph pulls torch."""
+    code = ("import sys, workers.app, workers.tasks, pipeline.api.app, clipline.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
 
 
 # -- import cycles ------------------------------------------------------------------------------
