@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.errors import UsageError
 from pipeline.quality.evaluate import code_version
 from training import checkpoint
 from training.curriculum import DEFAULT, Curriculum, Progress
@@ -102,7 +103,7 @@ def train(config: TrainConfig, report: Report | None = None) -> RunResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    device = torch.device(config.device)
+    device = _device(config.device)
     config.out.mkdir(parents=True, exist_ok=True)
     ckpt_path = config.out / checkpoint.NAME
     stream = TrainStream(config.sources, seed=config.seed)
@@ -182,6 +183,25 @@ def train(config: TrainConfig, report: Report | None = None) -> RunResult:
                "resumed_at": resumed_at, "code_version": code_version()}
     (config.out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     return RunResult(ckpt_path, progress.step, seconds, resumed_at, agreement, progress.ended)
+
+
+class InvalidDevice(UsageError):
+    """A --device torch cannot use here."""
+
+    reason = "invalid_device"
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise InvalidDevice(f"device {name!r}: not a torch device (cpu, cuda, cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidDevice(f"device {name!r}: torch {torch.__version__} sees no CUDA GPU here; "
+                            "use --device cpu (or install torch's CUDA build on a GPU machine)")
+    if device.type not in ("cpu", "cuda"):
+        raise InvalidDevice(f"device {name!r}: only cpu and cuda are supported")
+    return device
 
 
 def _stage_name(progress: Progress) -> str:

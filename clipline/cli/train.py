@@ -99,8 +99,8 @@ def train(
     models folder with its provenance and a uint8 graph for Triton, and usable by name:
     `clipline run --model NAME`, CLIPLINE_SERVED_MODELS, `clipline eval --model NAME`.
     With --gate it is registered only if `clipline eval` on --eval-set finds no class worse
-    than the base's (otherwise exit status 2, nothing registered); the report and sheets are kept in OUT/gate and
-    beside the model (NAME.gate/).
+    than the base's (otherwise exit status 2, nothing registered); the report and sheets are
+    kept in OUT/gate and beside the model (NAME.gate/).
     """
     if gate and (not name or not eval_sets):
         raise UsageError("--gate needs --name and at least one --eval-set")
