@@ -87,15 +87,12 @@ def register(
     provenance that is not a JSON object, a missing file (``ModelError``). A graph whose
     tensors are not the spec's, or whose uint8 form does not match it, is a ``ModelError`` and
     leaves no model registered."""
+    replaced = check_new_name(models_dir, name, replace=replace)
     card = _card(name, base, provenance, input_size, normalisation, output_index, models_dir)
     if not onnx_path.is_file():
         raise ModelError(f"{onnx_path}: no such file")
     models_dir.mkdir(parents=True, exist_ok=True)
     card_file = card_path(models_dir, name)
-    replaced = card_file.exists()
-    if replaced and not replace:
-        raise ModelExists(f"a model called {name!r} is already registered in {models_dir} "
-                          f"({card_file.name}); pass replace (--replace) to replace it")
     # Staged in a hidden folder beside the models: a graph that fails its checks leaves the
     # folder (and a model being replaced) as it was.
     stage = Path(tempfile.mkdtemp(prefix=f".register-{name}.", dir=models_dir))
@@ -121,14 +118,26 @@ def register(
                            sha256=digest, replaced=replaced, uint8_max_abs=report.max_abs)
 
 
-def _card(name: str, base: str, provenance: Mapping[str, Any], input_size: tuple[int, int],
-          normalisation: Normalisation, output_index: int, models_dir: Path) -> ModelCard:
-    """The card to write (sha256 still empty), every field checked as a reader would."""
+def check_new_name(models_dir: Path, name: str, *, replace: bool = False) -> bool:
+    """Whether ``name`` is already registered (and may be replaced); raises what
+    :func:`register` would for the name alone, so that a command can refuse before hours of
+    training: ``InvalidField`` (malformed), ``ModelExists`` (a built-in, or taken without
+    ``replace``)."""
     if name in SPECS or name.removesuffix("-uint8") in SPECS:
         raise ModelExists(f"{name!r} is a built-in model; a trained model needs a name of its "
                           "own (e.g. u2netp-shoes)")
     if problem := name_problem(name):
         raise InvalidField("name", problem)
+    taken = card_path(models_dir, name).exists()
+    if taken and not replace:
+        raise ModelExists(f"a model called {name!r} is already registered in {models_dir}; "
+                          "pass --replace to replace it")
+    return taken
+
+
+def _card(name: str, base: str, provenance: Mapping[str, Any], input_size: tuple[int, int],
+          normalisation: Normalisation, output_index: int, models_dir: Path) -> ModelCard:
+    """The card to write (sha256 still empty), every field checked as a reader would."""
     base_spec = get_spec(base, models_dir)
     if base_spec.layout != "float_nchw":
         raise ModelError(f"base {base!r} is a uint8 form; name the model it was made from")

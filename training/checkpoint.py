@@ -30,9 +30,15 @@ NAME = "checkpoint.pt"
 
 
 class InvalidCheckpoint(UsageError):
-    """A checkpoint that cannot be read or does not belong to this run."""
+    """A file that is not a checkpoint of ``clipline train``."""
 
     reason = "invalid_checkpoint"
+
+
+class OtherRun(UsageError):
+    """A checkpoint of a run with other settings than the ones given to resume it."""
+
+    reason = "other_run"
 
 
 def save(path: Path, state: Mapping[str, Any]) -> None:
@@ -56,7 +62,9 @@ def load(path: Path) -> dict[str, Any]:
     except FileNotFoundError as exc:
         raise InvalidCheckpoint(f"{path}: no such checkpoint") from exc
     except Exception as exc:  # torch raises many types for a damaged or foreign file
-        raise InvalidCheckpoint(f"{path}: not a readable checkpoint ({exc})") from exc
+        hint = (": an ONNX model is registered with `clipline models register`"
+                if path.suffix == ".onnx" else "")
+        raise InvalidCheckpoint(f"{path}: not a clipline train checkpoint{hint}") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InvalidCheckpoint(f"{path}: not a {FORMAT} file")
     return state
@@ -67,6 +75,6 @@ def check_same_config(saved: Mapping[str, Any], given: Mapping[str, Any], path: 
     changed = sorted(k for k in {*saved, *given} if saved.get(k) != given.get(k))
     if changed:
         detail = "; ".join(f"{k}: was {saved.get(k)!r}, now {given.get(k)!r}" for k in changed)
-        raise InvalidCheckpoint(
+        raise OtherRun(
             f"{path} belongs to a run with other settings ({detail}); resume with the same "
             "options, or train into a new --out folder")

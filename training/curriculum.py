@@ -11,6 +11,7 @@ A stage ends when its step budget is spent, or earlier when its validation loss 
 improvement larger than ``min_delta`` (relative) over ``patience`` validations in a row. Pure
 code: no torch; the loop asks :class:`Progress` what to do.
 
+Shares are relative: each stage gets ``share / sum(shares)`` of ``--steps`` (at least one step).
 A curriculum file is TOML::
 
     [[stage]]
@@ -28,6 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UsageError
+from pipeline.quality.composer import RECIPES
+
+KNOWN_CLASSES = (*RECIPES, "pairs")
+NEEDS = {"product-plain": "it needs --objects photo=DIR",
+         "product-scene": "it needs --objects photo=DIR and --backgrounds photo=DIR",
+         "multi": "it needs --objects photo=DIR", "illustration": "it needs --objects clipart=DIR",
+         "people": "it needs --objects people=DIR", "pairs": "it needs --pairs DIR"}
 
 
 class InvalidCurriculum(UsageError):
@@ -74,12 +82,23 @@ class Curriculum:
             raise InvalidCurriculum("patience must be at least 1 and min_delta not negative")
         for stage in self.stages:
             stage.check()
+            unknown = sorted(set(stage.mix) - set(KNOWN_CLASSES))
+            if unknown:
+                raise InvalidCurriculum(f"stage {stage.name}: unknown class "
+                                        f"{', '.join(unknown)} (known: "
+                                        f"{', '.join(KNOWN_CLASSES)})")
             missing = sorted(c for c, w in stage.mix.items()
                              if w > 0 and classes is not None and c not in classes)
             if missing:
+                needs = "; ".join(NEEDS.get(c, c) for c in missing)
                 raise InvalidCurriculum(f"stage {stage.name} asks for {', '.join(missing)}, "
-                                        f"which the data cannot make (it has "
-                                        f"{', '.join(sorted(classes or ())) or 'nothing'})")
+                                        f"which the data given cannot make ({needs})")
+
+    def check_steps(self, steps: int) -> None:
+        """Every stage gets at least one step: refuse fewer steps than stages."""
+        if steps < len(self.stages):
+            raise InvalidCurriculum(f"{steps} steps for {len(self.stages)} stages: give "
+                                    f"--steps {len(self.stages)} or more")
 
     def budgets(self, steps: int) -> list[int]:
         """Steps of each stage for a run of ``steps``: shares normalised, at least 1 each,
@@ -112,15 +131,34 @@ def load(path: Path) -> Curriculum:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvalidCurriculum(f"{path}: {exc}") from exc
+    unknown = sorted(set(data) - {"stage", "patience", "min_delta"})
+    if unknown:
+        raise InvalidCurriculum(f"{path}: unknown key {', '.join(unknown)} (known: [[stage]], "
+                                "patience, min_delta)")
+    stages = []
+    for i, table in enumerate(data.get("stage", []), 1):
+        where = f"{path}: stage {i}"
+        if not isinstance(table, dict):
+            raise InvalidCurriculum(f"{where}: write each stage as a [[stage]] table")
+        extra = sorted(set(table) - {"name", "mix", "augment", "share"})
+        if extra:
+            raise InvalidCurriculum(f"{where}: unknown key {', '.join(extra)} (known: name, "
+                                    "mix, augment, share)")
+        if "name" not in table or not isinstance(table.get("mix"), dict):
+            raise InvalidCurriculum(f"{where}: needs name and mix = {{ CLASS = WEIGHT, ... }}")
+        try:
+            stages.append(Stage(str(table["name"]),
+                                {str(k): float(v) for k, v in table["mix"].items()},
+                                float(table.get("augment", 0.5)),
+                                float(table.get("share", 1.0))))
+        except (TypeError, ValueError) as exc:
+            raise InvalidCurriculum(f"{where}: mix weights, augment and share are numbers "
+                                    f"({exc})") from exc
     try:
-        stages = tuple(
-            Stage(str(s["name"]), {str(k): float(v) for k, v in dict(s["mix"]).items()},
-                  float(s.get("augment", 0.5)), float(s.get("share", 1.0)))
-            for s in data.get("stage", []))
-        curriculum = Curriculum(stages, int(data.get("patience", 3)),
+        curriculum = Curriculum(tuple(stages), int(data.get("patience", 3)),
                                 float(data.get("min_delta", 0.01)))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidCurriculum(f"{path}: each [[stage]] needs name and mix ({exc})") from exc
+    except (TypeError, ValueError) as exc:
+        raise InvalidCurriculum(f"{path}: patience and min_delta are numbers ({exc})") from exc
     curriculum.check()
     return curriculum
 
@@ -146,24 +184,26 @@ class Progress:
     def done(self) -> bool:
         return self.stage_index >= len(self.curriculum.stages)
 
-    def advance(self) -> str | None:
-        """Count one training step; the reason the stage ended ("budget") or None."""
+    def step_done(self, val_loss: float | None = None) -> str | None:
+        """Count one training step, with the validation loss measured after it (or None);
+        returns why the stage ended ("budget": its steps are spent; "flat": its validation
+        loss stopped improving) or None."""
         self.step += 1
         self.stage_step += 1
-        budget = self.curriculum.budgets(self.steps)[self.stage_index]
-        if self.stage_step >= budget:
+        if val_loss is not None:
+            self.losses.append(val_loss)
+        if self.stage_step >= self.curriculum.budgets(self.steps)[self.stage_index]:
             return self._next("budget")
+        if val_loss is not None and self._flat():
+            return self._next("flat")
         return None
 
-    def validated(self, loss: float) -> str | None:
-        """Record a validation loss; ends the stage ("flat") when it stopped improving."""
-        self.losses.append(loss)
+    def _flat(self) -> bool:
+        """No gain larger than ``min_delta`` over the last ``patience`` validations."""
         p, d = self.curriculum.patience, self.curriculum.min_delta
-        if len(self.losses) > p:
-            best_before = min(self.losses[:-p])
-            if min(self.losses[-p:]) > best_before * (1.0 - d):
-                return self._next("flat")
-        return None
+        if len(self.losses) <= p:
+            return False
+        return min(self.losses[-p:]) > min(self.losses[:-p]) * (1.0 - d)
 
     def _next(self, why: str) -> str:
         self.ended.append({"stage": self.stage.name, "steps": self.stage_step, "ended": why,

@@ -104,10 +104,11 @@ def train(config: TrainConfig, report: Report | None = None) -> RunResult:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = _device(config.device)
-    config.out.mkdir(parents=True, exist_ok=True)
     ckpt_path = config.out / checkpoint.NAME
     stream = TrainStream(config.sources, seed=config.seed)
     config.curriculum.check(set(stream.classes) | ({"pairs"} if config.sources.pairs else set()))
+    config.curriculum.check_steps(config.steps)
+    config.out.mkdir(parents=True, exist_ok=True)
     model = from_onnx(config.base_onnx, variant_of(config.base))
     agreement: Agreement | None = None
     progress = Progress(config.curriculum, config.steps)
@@ -164,10 +165,11 @@ def train(config: TrainConfig, report: Report | None = None) -> RunResult:
             loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
             row["seconds"] = round(time.monotonic() - t0, 3)
-            ended = progress.advance()
-            if ended is None and progress.step % config.val_every == 0:
+            last = progress.stage_step + 1 == config.curriculum.budgets(config.steps)[
+                progress.stage_index]
+            if (progress.step + 1) % config.val_every == 0 or last:
                 row["val_loss"] = _validate(model, config, stage, val_cache, device)
-                ended = progress.validated(row["val_loss"])
+            ended = progress.step_done(row.get("val_loss"))
             if ended:
                 row["stage_ended"] = ended
             log.write(json.dumps(row) + "\n")

@@ -9,7 +9,12 @@ import typer
 
 from pipeline.errors import ModelError, UsageError
 from pipeline.model_fetch import pull
-from pipeline.model_store import provenance_file, register, triton_version_folder
+from pipeline.model_store import (
+    check_new_name,
+    provenance_file,
+    register,
+    triton_version_folder,
+)
 from pipeline.models import SPECS, ModelSpec, get_spec, inspect, resolve, trained_names, uint8_form
 from pipeline.settings import Settings
 
@@ -233,6 +238,7 @@ def export_checkpoint(
     except ImportError as exc:
         raise UsageError(f"exporting needs torch: pip install 'clipline[train]' ({exc})") from exc
     folder = _folder(models_dir)
+    check_new_name(folder, name, replace=replace)
     result, agreement = export_and_register(checkpoint, name, folder, replace=replace)
     typer.echo(f"{name}: {result.path} (ONNX vs torch max |diff| {agreement.max_abs:.2g}; "
                f"uint8 graph max |diff| {result.uint8_max_abs:.3g})")

@@ -18,7 +18,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from clipline.cli.datasets import _sources
 from pipeline.errors import UsageError
+from pipeline.model_store import check_new_name
 from pipeline.models import get_spec, resolve
+from pipeline.quality.composer import RECIPES
 from pipeline.quality.gate import DEFAULT_MAX_DROP
 from pipeline.settings import Settings
 
@@ -48,9 +50,11 @@ def train(
     backgrounds: list[str] | None = typer.Option(None, "--backgrounds", metavar="KIND=DIR",
                                                  help="Background photos (photo=DIR)."),
     pairs: list[Path] | None = typer.Option(None, "--pairs", exists=True, file_okay=False,
+                                            metavar="DIR",
                                             help="A folder of real photo/mask pairs "
                                             "(images/, masks/<stem>.png), class 'pairs'."),
     photos: list[Path] | None = typer.Option(None, "--photos", exists=True, file_okay=False,
+                                             metavar="DIR",
                                              help="Unlabelled real photos for the teacher term "
                                              "(train side only). Never an evaluation set."),
     base: str = typer.Option("u2netp", help="Released model to start from (its ONNX must be "
@@ -60,9 +64,11 @@ def train(
     teacher_weight: float = typer.Option(0.5, min=0.0, help="Weight of the teacher term."),
     teacher_batch: int = typer.Option(4, min=1, max=256, help="Photos per step for the "
                                       "teacher term."),
-    steps: int = typer.Option(300, min=1, help="Training steps over the whole curriculum."),
+    steps: int = typer.Option(300, min=1, help="Training steps over the whole curriculum, "
+                              "shared by the stages' shares (at least one per stage)."),
     batch_size: int = typer.Option(8, min=1, max=256, help="Composites per step."),
-    lr: float = typer.Option(3e-5, min=0.0, help="Adam's learning rate."),
+    lr: float = typer.Option(5e-5, min=0.0, help="Adam's learning rate (1e-3, the authors' "
+                             "from-scratch rate, diverges on the released weights)."),
     seed: int = typer.Option(0, help="Seed of the data stream and of torch."),
     curriculum: Path | None = typer.Option(None, exists=True, dir_okay=False,
                                            help="A TOML curriculum (see docs/TRAINING.md); "
@@ -77,6 +83,7 @@ def train(
                               "model worse in any class by more than --max-drop."),
     eval_sets: list[Path] | None = typer.Option(None, "--eval-set", exists=True,
                                                 file_okay=False, resolve_path=True,
+                                                metavar="SET",
                                                 help="Held-out sets for --gate (davis-dev, "
                                                 "composites of --split eval)."),
     baseline: Path | None = typer.Option(None, exists=True, dir_okay=False, resolve_path=True,
@@ -115,13 +122,21 @@ def train(
     except ImportError as exc:
         raise TrainingUnavailable(f"training needs torch: pip install 'clipline[train]' "
                                   f"({exc})") from exc
+    object_sources = _sources(objects, "--objects")
+    kinds = sorted({recipe.objects for recipe in RECIPES.values()})
+    unknown = sorted(set(object_sources) - set(kinds))
+    if unknown:
+        raise UsageError(f"--objects: unknown kind {', '.join(unknown)} (known: "
+                         f"{', '.join(kinds)})")
     settings = Settings()
     folder = settings.model_folder
+    if name:  # before hours of training, not after
+        check_new_name(folder, name, replace=replace)
     base_onnx = resolve(get_spec(base, folder), folder)
     teacher_onnx = resolve(get_spec(teacher, folder), folder) if teacher else None
     config = TrainConfig(
         out=out, base=base, base_onnx=base_onnx,
-        sources=Sources(objects=_sources(objects, "--objects"),
+        sources=Sources(objects=object_sources,
                         backgrounds=_sources(backgrounds, "--backgrounds"),
                         pairs=tuple(pairs or ()), photos=tuple(photos or ())),
         curriculum=load_curriculum(curriculum) if curriculum else DEFAULT,

@@ -21,7 +21,7 @@ def test_budgets_follow_the_shares_and_add_up_to_the_steps() -> None:
 
 def test_stages_end_on_their_budget_in_order() -> None:
     progress = Progress(TWO, 8)
-    ends = [progress.advance() for _ in range(8)]
+    ends = [progress.step_done() for _ in range(8)]
     assert ends == [None, "budget", None, None, None, None, None, "budget"]
     assert progress.done
     assert [(e["stage"], e["steps"]) for e in progress.ended] == [("easy", 2), ("hard", 6)]
@@ -29,22 +29,36 @@ def test_stages_end_on_their_budget_in_order() -> None:
 
 def test_a_stage_ends_early_when_its_validation_loss_flattens() -> None:
     progress = Progress(TWO, 100)
-    assert progress.validated(1.0) is None
-    assert progress.validated(0.9) is None  # improving
-    assert progress.validated(0.8) is None
-    assert progress.validated(0.799) is None  # 0.1 % better than the best before: flat once
-    assert progress.validated(0.81) == "flat"  # patience 2: two flat validations end it
+    assert progress.step_done(1.0) is None
+    assert progress.step_done(0.9) is None  # improving
+    assert progress.step_done() is None  # a step without validation changes nothing
+    assert progress.step_done(0.8) is None
+    assert progress.step_done(0.799) is None  # 0.1 % better than the best before: flat once
+    assert progress.step_done(0.81) == "flat"  # patience 2: two flat validations end it
+    assert progress.ended[0]["val_losses"] == [1.0, 0.9, 0.8, 0.799, 0.81]
     assert progress.stage.name == "hard" and progress.losses == []
 
 
 def test_progress_survives_a_round_trip_through_its_dict() -> None:
     progress = Progress(TWO, 10)
     for _ in range(4):
-        progress.advance()
-    progress.validated(0.5)
+        progress.step_done()
+    progress.step_done(0.5)
     again = Progress.from_dict(TWO, progress.to_dict())
     assert again.to_dict() == progress.to_dict()
     assert again.stage.name == "hard"
+
+
+def test_fewer_steps_than_stages_are_refused() -> None:
+    with pytest.raises(InvalidCurriculum, match="--steps 4 or more"):
+        DEFAULT.check_steps(3)
+
+
+def test_a_class_is_refused_as_unknown_or_as_needing_a_source() -> None:
+    with pytest.raises(InvalidCurriculum, match="unknown class product-plian"):
+        Curriculum((Stage("a", {"product-plian": 1.0}, 0.5, 1.0),)).check({"product-plain"})
+    with pytest.raises(InvalidCurriculum, match="--backgrounds photo=DIR"):
+        DEFAULT.check({"product-plain", "illustration", "multi"})
 
 
 def test_a_toml_curriculum_is_read_and_checked(tmp_path: Path) -> None:
@@ -64,6 +78,9 @@ def test_a_toml_curriculum_is_read_and_checked(tmp_path: Path) -> None:
     ('[[stage]]\nname = "a"\nmix = { multi = 1 }\n[[stage]]\nname = "a"\nmix = { multi = 1 }\n',
      "repeat"),
     ("[[stage]\n", "c.toml"),
+    ('[[stage]]\nname = "a"\nshar = 1\nmix = { multi = 1 }\n', "unknown key shar"),
+    ('patiance = 3\n[[stage]]\nname = "a"\nmix = { multi = 1 }\n', "unknown key patiance"),
+    ('[[stage]]\nname = "a"\naugment = "high"\nmix = { multi = 1 }\n', "are numbers"),
 ])
 def test_a_bad_curriculum_is_refused_with_the_reason(tmp_path: Path, text: str,
                                                      message: str) -> None:

@@ -260,3 +260,58 @@ def test_the_gate_refuses_a_damaged_model_and_passes_the_released_one(
                     tmp_path / "run-same")
     assert verdict["passed"]
     shutil.rmtree(tmp_path / "run-same" / "gate" / "models")
+
+
+# -- refusals: one line, exit status 2, nothing trained or written --------------------------
+
+
+def _clipline(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "clipline", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _data_args(sources: Path) -> list[str]:
+    return ["--objects", f"photo={sources / 'objects' / 'photo'}",
+            "--objects", f"clipart={sources / 'objects' / 'clipart'}",
+            "--backgrounds", f"photo={sources / 'backgrounds' / 'photo'}"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--name", "u2netp"], "built-in model"),
+    (["--name", "a/b"], "invalid_field"),
+    (["--device", "cuda:7"], "invalid_device"),
+    (["--steps", "2"], "--steps 4 or more"),
+    (["--objects", "foto=/tmp"], "unknown kind foto"),
+    (["--gate", "--name", "x1"], "--gate needs"),
+])
+def test_train_refuses_before_any_work(tmp_path: Path, sources: Path, models: Path,
+                                       extra: list[str], message: str) -> None:
+    out = tmp_path / "run"
+    done = _clipline(["train", "--out", str(out), *_data_args(sources), *extra], _env(models))
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("content, suffix, message", [
+    (b"hello", ".pt", "not a clipline train checkpoint"),
+    (b"\x08\x07onnx-ish", ".onnx", "clipline models register"),
+])
+def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path: Path, models: Path,
+                                                        content: bytes, suffix: str,
+                                                        message: str) -> None:
+    path = tmp_path / f"file{suffix}"
+    path.write_bytes(content)
+    done = _clipline(["models", "export", str(path), "--name", "mine"], _env(models))
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "weights_only" not in done.stderr
+    assert not (models / "mine.model.json").exists()
+
+
+def test_export_refuses_a_malformed_name_before_reading_anything(tmp_path: Path,
+                                                                 models: Path) -> None:
+    path = tmp_path / "c.pt"
+    path.write_bytes(b"x")
+    done = _clipline(["models", "export", str(path), "--name", "a/b"], _env(models))
+    assert done.returncode == 2 and "invalid_field" in done.stderr, done.stderr
