@@ -25,7 +25,8 @@ def _source_packages() -> dict[str, str]:
     """Every folder of Python files under the code's top-level folders, by its installed name."""
     found: dict[str, str] = {}
     for top, installed in (("clipline", "clipline"), ("pipeline", "pipeline"),
-                           ("workers", "workers"), ("migrations", "pipeline.migrations")):
+                           ("workers", "workers"), ("training", "training"),
+                           ("migrations", "pipeline.migrations")):
         for folder in sorted({p.parent for p in (ROOT / top).rglob("*.py")}):
             rest = folder.relative_to(ROOT / top).parts
             found[".".join([installed, *rest])] = str(folder.relative_to(ROOT))
