@@ -21,6 +21,7 @@ COPY pyproject.toml README.md /src/
 COPY clipline /src/clipline
 COPY pipeline /src/pipeline
 COPY workers /src/workers
+COPY training /src/training
 COPY migrations /src/migrations
 RUN python -m pip wheel --no-cache-dir --no-build-isolation --wheel-dir /wheels \
         --constraint docker/constraints.txt ./

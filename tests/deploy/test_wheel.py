@@ -35,7 +35,7 @@ def _builder_sources() -> list[str]:
 def _expected_files() -> set[str]:
     """Each file of the wheel's sources, by the path it has inside the wheel."""
     expected = {"pipeline/py.typed", "pipeline/migrations/script.py.mako"}
-    for top in ("clipline", "pipeline", "workers", "migrations"):
+    for top in ("clipline", "pipeline", "workers", "training", "migrations"):
         for path in (ROOT / top).rglob("*.py"):
             inside = path.relative_to(ROOT / top).as_posix()
             expected.add(f"{INSTALLED_AS.get(top, top)}/{inside}")
