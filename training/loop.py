@@ -111,6 +111,7 @@ def train(config: TrainConfig, report: Report | None = None) -> RunResult:
     config.out.mkdir(parents=True, exist_ok=True)
     model = from_onnx(config.base_onnx, variant_of(config.base))
     agreement: Agreement | None = None
+    verified: dict[str, Any] | None = None  # the check before the first step, kept on resume
     progress = Progress(config.curriculum, config.steps)
     trained_seconds, resumed_at = 0.0, None
     saved = checkpoint.load(ckpt_path) if ckpt_path.exists() else None
@@ -120,12 +121,14 @@ def train(config: TrainConfig, report: Report | None = None) -> RunResult:
         progress = Progress.from_dict(config.curriculum, saved["progress"])
         stream.restore(saved["stream"])
         trained_seconds = float(saved["provenance"]["seconds"])
+        verified = saved["provenance"].get("base_vs_onnx")
         resumed_at = progress.step
         report({"event": "resumed", "step": progress.step, "stage": _stage_name(progress)})
     else:
         probe = np.random.default_rng(config.seed).normal(size=(2, 3, 320, 320))
         agreement = check_against_onnx(model, config.base_onnx, probe.astype(np.float32))
         report({"event": "verified", "max_abs": agreement.max_abs})
+        verified = agreement.__dict__
     model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     if saved is not None:
@@ -139,8 +142,9 @@ def train(config: TrainConfig, report: Report | None = None) -> RunResult:
             "variant": model.variant, "base": config.base, "model": model.state_dict(),
             "optimiser": optimiser.state_dict(), "progress": progress.to_dict(),
             "stream": stream.state(), "config": config.fixed(),
-            "provenance": _provenance(config, stream, progress,
-                                      trained_seconds + time.monotonic() - started)})
+            "provenance": {**_provenance(config, stream, progress,
+                                         trained_seconds + time.monotonic() - started),
+                           "base_vs_onnx": verified}})
 
     started = time.monotonic()
     try:
@@ -181,7 +185,7 @@ def train(config: TrainConfig, report: Report | None = None) -> RunResult:
         log.close()
     seconds = trained_seconds + time.monotonic() - started
     summary = {"config": config.fixed(), "progress": progress.to_dict(), "seconds": seconds,
-               "agreement": agreement.__dict__ if agreement else None,
+               "base_vs_onnx": verified,
                "resumed_at": resumed_at, "code_version": code_version()}
     (config.out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     return RunResult(ckpt_path, progress.step, seconds, resumed_at, agreement, progress.ended)
