@@ -116,18 +116,22 @@ def test_a_stopped_run_resumes_and_finishes_every_image(
     src, dst = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     rng = np.random.default_rng(3)
-    # Enough images that the run cannot finish between the test seeing the third cut-out and
-    # the signal landing, even when the test process is starved of CPU on a loaded machine
-    # (with 24, a loaded CI run once saw the child finish first and exit 0).
-    total = 48
+    total = 24
     for i in range(total):
         img = SAMPLES[list(SAMPLES)[i % len(SAMPLES)]]()
         img = img.rotate(float(rng.uniform(-8, 8)), fillcolor=(240, 240, 240))
         img.save(src / f"item-{i:02d}.jpg")
     env = {**os.environ, "CLIPLINE_MODELS_DIR": str(models_dir)}
     args = [CLIPLINE, "run", str(src), str(dst), "--batch-size", "2", "--threads", "1"]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    # Started as from a terminal, with Ctrl-C at its default: a child inherits an ignored
+    # SIGINT, and Python then installs no KeyboardInterrupt handler. Something earlier in the
+    # full suite leaves SIGINT ignored in the pytest process (two CI runs of 2026-12-07 saw the
+    # child ignore the signal and finish; not yet found which test).
+    as_from_a_terminal = [sys.executable, "-c", "import os, signal, sys; "
+                          "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                          "os.execv(sys.argv[1], sys.argv[1:])", *args]
+    proc = subprocess.Popen(as_from_a_terminal, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while len(list(dst.glob("*.png"))) < 3 and time.monotonic() < deadline:
         assert proc.poll() is None, "the run finished before it could be killed"
