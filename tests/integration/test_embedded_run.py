@@ -124,9 +124,9 @@ def test_a_stopped_run_resumes_and_finishes_every_image(
     env = {**os.environ, "CLIPLINE_MODELS_DIR": str(models_dir)}
     args = [CLIPLINE, "run", str(src), str(dst), "--batch-size", "2", "--threads", "1"]
     # Started as from a terminal, with Ctrl-C at its default: a child inherits an ignored
-    # SIGINT, and Python then installs no KeyboardInterrupt handler. Something earlier in the
-    # full suite leaves SIGINT ignored in the pytest process (two CI runs of 2026-12-07 saw the
-    # child ignore the signal and finish; not yet found which test).
+    # SIGINT, and Python then installs no KeyboardInterrupt handler. A test run started in the
+    # background by a non-interactive shell (`make test &`, `nohup ... &` in a script) has
+    # SIGINT ignored, and without this the child finished instead of stopping.
     as_from_a_terminal = [sys.executable, "-c", "import os, signal, sys; "
                           "signal.signal(signal.SIGINT, signal.SIG_DFL); "
                           "os.execv(sys.argv[1], sys.argv[1:])", *args]
