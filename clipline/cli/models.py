@@ -10,6 +10,7 @@ import typer
 from pipeline.errors import ModelError, UsageError
 from pipeline.model_fetch import pull
 from pipeline.model_store import (
+    RegisteredModel,
     check_new_name,
     provenance_file,
     register,
@@ -29,6 +30,13 @@ MODELS_DIR = typer.Option(
     "--models-dir",
     help="Models folder to use instead of the one from the settings.",
     file_okay=False,
+)
+
+REPLACE = typer.Option(False, "--replace", help="Replace a model already registered under NAME.")
+TRITON_REPO = typer.Option(
+    None, "--triton-repo", file_okay=False,
+    help="Also add the uint8 graph to this Triton model repository as "
+    "NAME/<next version>/model.onnx (writing NAME/config.pbtxt when there is none).",
 )
 
 
@@ -183,12 +191,8 @@ def register_model(
         None, "--provenance", exists=True, dir_okay=False, readable=True,
         help="JSON object recorded as the model's provenance (data fingerprint, curriculum, "
         "steps, seed, code version, training seconds...). Default: only the source file."),
-    replace: bool = typer.Option(
-        False, "--replace", help="Replace a model already registered under NAME."),
-    triton_repo: Path | None = typer.Option(
-        None, "--triton-repo", file_okay=False,
-        help="Also add the uint8 graph to this Triton model repository as "
-        "NAME/<next version>/model.onnx (writing NAME/config.pbtxt when there is none)."),
+    replace: bool = REPLACE,
+    triton_repo: Path | None = TRITON_REPO,
     models_dir: Path | None = MODELS_DIR,
 ) -> None:
     """Register an ONNX model trained elsewhere (see the help text above)."""
@@ -204,11 +208,7 @@ def register_model(
     typer.echo(f"{result.path.name} sha256 {result.sha256}")
     typer.echo(f"{result.uint8_path.name}: max |diff| {result.uint8_max_abs:.3g} against the "
                "original on sample images")
-    if triton_repo is not None:
-        version = triton_version_folder(triton_repo, name, result.uint8_path,
-                                        input_size=base_spec.input_size)
-        typer.echo(f"triton: {version / 'model.onnx'}")
-    typer.echo(f"use it: clipline run SRC DST --model {name}")
+    _finish(result, triton_repo)
 
 
 @app.command(
@@ -224,12 +224,8 @@ def export_checkpoint(
     checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False,
                                       help="RUN/checkpoint.pt of a training run."),
     name: str = typer.Option(..., "--name", help="Name to register the model under."),
-    replace: bool = typer.Option(
-        False, "--replace", help="Replace a model already registered under NAME."),
-    triton_repo: Path | None = typer.Option(
-        None, "--triton-repo", file_okay=False,
-        help="Also add the uint8 graph to this Triton model repository as "
-        "NAME/<next version>/model.onnx."),
+    replace: bool = REPLACE,
+    triton_repo: Path | None = TRITON_REPO,
     models_dir: Path | None = MODELS_DIR,
 ) -> None:
     """Export a training checkpoint and register it (see the help text above)."""
@@ -243,6 +239,13 @@ def export_checkpoint(
     typer.echo(f"{name}: {result.path} (ONNX vs torch max |diff| {agreement.max_abs:.2g}; "
                f"uint8 graph max |diff| {result.uint8_max_abs:.3g})")
     typer.echo(f"sha256 {result.sha256}")
+    _finish(result, triton_repo)
+
+
+def _finish(result: RegisteredModel, triton_repo: Path | None) -> None:
+    """What register and export print last: the Triton version folder, when asked, and how
+    to use the model."""
+    name = result.spec.name
     if triton_repo is not None:
         version = triton_version_folder(triton_repo, name, result.uint8_path,
                                         input_size=result.spec.input_size)
