@@ -22,8 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.model_store import RegisteredModel, register
+from pipeline.models import get_spec, resolve
 from training import checkpoint
-from training.u2net import Agreement, U2Net, check_against_onnx
+from training.u2net import Agreement, U2Net, blend, check_against_onnx, from_onnx
 
 OPSET = 17
 EXPORT_TOLERANCE = 1e-4  # fused mask, 0..1: float32 rounding between two runtimes
@@ -74,11 +75,20 @@ def export_onnx(model: U2Net, path: Path, *, size: tuple[int, int] = (320, 320),
 
 
 def export_and_register(checkpoint_path: Path, name: str, models_dir: Path, *,
-                        replace: bool = False,
+                        replace: bool = False, blend_weight: float = 1.0,
+                        base_onnx: Path | None = None,
                         extra: dict[str, Any] | None = None) -> tuple[RegisteredModel, Agreement]:
-    """Export the checkpoint's module and register it as ``name`` in ``models_dir``."""
+    """Export the checkpoint's module and register it as ``name`` in ``models_dir``. With
+    ``blend_weight`` below 1 the weights are first moved back toward the base model's
+    (:func:`training.u2net.blend`), read from ``base_onnx`` or else from the base's file in
+    ``models_dir`` (``ModelError`` when it is not there)."""
     model, provenance = model_from_checkpoint(checkpoint_path)
     base = str(provenance.get("base") or "u2netp")
+    if blend_weight != 1.0:
+        if base_onnx is None:
+            base_onnx = resolve(get_spec(base, models_dir), models_dir)
+        blend(model, from_onnx(base_onnx, model.variant), blend_weight)
+        provenance["blend"] = {"weight": blend_weight, "with": base}
     models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=models_dir) as tmp:
         onnx_path = Path(tmp) / f"{name}.onnx"

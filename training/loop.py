@@ -4,8 +4,10 @@
 proves the torch forward equal to ONNX Runtime's (:func:`training.u2net.check_against_onnx`)
 before any step, then follows the curriculum: each step draws a batch whose classes follow the
 stage's mix (:class:`training.data.TrainStream`), takes the authors' seven-output BCE
-(:func:`training.losses.side_bce`), plus, with a teacher, the same loss against the teacher's
-masks on real unlabelled photos. Validation (the fused output's BCE on composites of the
+(:func:`training.losses.side_bce`, or with ``loss="bce+iou"``
+:func:`training.losses.side_bce_iou`), plus, with a teacher, the same loss against the teacher's
+masks on real unlabelled photos. ``tune="decoder"`` trains the decoder and the side outputs
+only (:func:`training.u2net.trainable`). Validation (the fused output's BCE on composites of the
 stage's mix made from the train side's files with another seed, never the evaluation side)
 decides when a stage has flattened. Adam (Kingma and Ba 2015), constant learning rate.
 
@@ -33,8 +35,15 @@ from pipeline.quality.evaluate import code_version
 from training import checkpoint
 from training.curriculum import DEFAULT, Curriculum, Progress
 from training.data import Sources, TrainStream
-from training.losses import fused_bce, side_bce, teacher_bce
-from training.u2net import Agreement, U2Net, check_against_onnx, from_onnx
+from training.losses import LOSSES, fused_bce, teacher_bce
+from training.u2net import (
+    TUNE_PARTS,
+    Agreement,
+    U2Net,
+    check_against_onnx,
+    from_onnx,
+    trainable,
+)
 
 VAL_SEED_OFFSET = 7919  # validation composites: the train side's files, another seed
 Report = Callable[[dict[str, Any]], None]
@@ -64,6 +73,8 @@ class TrainConfig:
     teacher_onnx: Path | None = None
     teacher_weight: float = 0.5
     teacher_batch: int = 4
+    tune: str = "all"
+    loss: str = "bce"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def fixed(self) -> dict[str, Any]:
@@ -72,7 +83,8 @@ class TrainConfig:
                 "lr": self.lr, "seed": self.seed, "val_every": self.val_every,
                 "val_size": self.val_size, "curriculum": self.curriculum.to_dict(),
                 "teacher": self.teacher, "teacher_weight": self.teacher_weight,
-                "teacher_batch": self.teacher_batch,
+                "teacher_batch": self.teacher_batch, "tune": self.tune,
+                "loss": self.loss,
                 "sources": {"objects": {k: str(v) for k, v in self.sources.objects.items()},
                             "backgrounds": {k: str(v)
                                             for k, v in self.sources.backgrounds.items()},
@@ -106,8 +118,7 @@ def train(config: TrainConfig, report: Report | None = None) -> RunResult:
     device = _device(config.device)
     ckpt_path = config.out / checkpoint.NAME
     stream = TrainStream(config.sources, seed=config.seed)
-    config.curriculum.check(set(stream.classes) | ({"pairs"} if config.sources.pairs else set()))
-    config.curriculum.check_steps(config.steps)
+    _check(config, stream)
     config.out.mkdir(parents=True, exist_ok=True)
     model = from_onnx(config.base_onnx, variant_of(config.base))
     agreement: Agreement | None = None
@@ -130,7 +141,7 @@ def train(config: TrainConfig, report: Report | None = None) -> RunResult:
         report({"event": "verified", "max_abs": agreement.max_abs})
         verified = agreement.__dict__
     model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimiser = torch.optim.Adam(trainable(model, config.tune), lr=config.lr)
     if saved is not None:
         optimiser.load_state_dict(saved["optimiser"])
     teacher = _Teacher(config.teacher_onnx) if config.teacher_onnx else None
@@ -155,7 +166,7 @@ def train(config: TrainConfig, report: Report | None = None) -> RunResult:
             batch = stream.batch_for(stage, config.batch_size)
             images = torch.from_numpy(batch.images).to(device)
             alpha = torch.from_numpy(batch.alpha).to(device)
-            loss = side_bce(model(images, logits=True), alpha)
+            loss = LOSSES[config.loss](model(images, logits=True), alpha)
             row: dict[str, Any] = {"step": progress.step + 1, "stage": stage.name,
                                    "loss": float(loss.detach())}
             if teacher is not None:
@@ -210,6 +221,16 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _check(config: TrainConfig, stream: TrainStream) -> None:
+    """Refuse, before any work, what this run cannot do (``UsageError`` subclasses)."""
+    config.curriculum.check(set(stream.classes) | ({"pairs"} if config.sources.pairs else set()))
+    config.curriculum.check_steps(config.steps)
+    if config.loss not in LOSSES:
+        raise UsageError(f"loss {config.loss!r}: choose {' or '.join(LOSSES)}")
+    if config.tune not in TUNE_PARTS:
+        raise UsageError(f"tune {config.tune!r}: choose {' or '.join(TUNE_PARTS)}")
+
+
 def _stage_name(progress: Progress) -> str:
     return progress.stage.name if not progress.done else "done"
 
@@ -238,7 +259,8 @@ def _provenance(config: TrainConfig, stream: TrainStream, progress: Progress,
     return {"base": config.base, "data_fingerprint": stream.fingerprint(),
             "curriculum": config.curriculum.to_dict(), "stages": progress.ended,
             "steps": progress.step, "batch_size": config.batch_size, "lr": config.lr,
-            "seed": config.seed, "teacher": config.teacher,
+            "seed": config.seed, "tune": config.tune, "loss": config.loss,
+            "teacher": config.teacher,
             "teacher_weight": config.teacher_weight if config.teacher else None,
             "device": config.device, "seconds": round(seconds, 1),
             "code_version": code_version(), **config.extra}

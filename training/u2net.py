@@ -48,6 +48,9 @@ STAGES: dict[str, dict[str, StageSpec]] = {
         "stage2d": (6, 256, 32, 64), "stage1d": (7, 128, 16, 64),
     },
 }
+# The encoder: the stages that read the image downwards (the rest decode, then the sides fuse).
+ENCODER = ("stage1", "stage2", "stage3", "stage4", "stage5", "stage6")
+TUNE_PARTS = ("all", "decoder")
 # Channels of the stage each side output reads: stage1d … stage5d, then stage6.
 SIDES = {"u2netp": (64, 64, 64, 64, 64, 64), "u2net": (64, 64, 128, 256, 512, 512)}
 
@@ -170,6 +173,39 @@ class U2Net(nn.Module):
         d0 = self.outconv(torch.cat(sides, 1))
         outs = [d0, *sides]
         return outs if logits else [torch.sigmoid(o) for o in outs]
+
+
+def trainable(model: U2Net, part: str) -> list[nn.Parameter]:
+    """Leave only ``part`` of ``model`` trainable and return its parameters: ``all``, or
+    ``decoder`` (the encoder's stages frozen: gradients stop at the decoder, so a step also
+    costs less). Keeping the pretrained encoder whole is the usual guard against fine-tuning
+    distorting features the new data does not cover (Kumar et al. 2022, "Fine-Tuning can
+    Distort Pretrained Features and Underperform Out-of-Distribution"). Raises ``ValueError``
+    for another part."""
+    if part not in TUNE_PARTS:
+        raise ValueError(f"unknown part {part!r}; known: {', '.join(TUNE_PARTS)}")
+    for name, param in model.named_parameters():
+        stage = name.split(".")[1] if name.startswith("stages.") else ""
+        param.requires_grad_(part == "all" or stage not in ENCODER)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def blend(tuned: U2Net, base: U2Net, weight: float) -> U2Net:
+    """``tuned`` moved back toward ``base``: every weight becomes base + ``weight`` * (tuned -
+    base), in place (returns ``tuned``). Weight-space ensembling of a fine-tuned model with
+    the one it started from keeps much of the fine-tuning's gain on the new data while losing
+    less on data it never saw (WiSE-FT: Wortsman et al. 2022, "Robust fine-tuning of
+    zero-shot models", whose default mixing weight is 0.5). ``weight`` 1 leaves ``tuned`` as
+    it is, 0 gives ``base``. Raises ``ValueError`` outside 0..1 or for other variants."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"blend weight {weight}: must be within 0..1")
+    if tuned.variant != base.variant:
+        raise ValueError(f"cannot blend {tuned.variant} with {base.variant}")
+    own = base.state_dict()
+    with torch.no_grad():
+        for key, value in tuned.state_dict().items():
+            value.copy_(own[key] + weight * (value - own[key]))
+    return tuned
 
 
 def _pool(x: Tensor) -> Tensor:

@@ -224,6 +224,9 @@ def export_checkpoint(
     checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False,
                                       help="RUN/checkpoint.pt of a training run."),
     name: str = typer.Option(..., "--name", help="Name to register the model under."),
+    blend: float = typer.Option(1.0, min=0.0, max=1.0, help="Register base + BLEND x "
+                                "(trained - base), the base's file read from the models "
+                                "folder (WiSE-FT; 0.5 is its default). 1: as trained."),
     replace: bool = REPLACE,
     triton_repo: Path | None = TRITON_REPO,
     models_dir: Path | None = MODELS_DIR,
@@ -235,7 +238,8 @@ def export_checkpoint(
         raise UsageError(f"exporting needs torch: pip install 'clipline[train]' ({exc})") from exc
     folder = _folder(models_dir)
     check_new_name(folder, name, replace=replace)
-    result, agreement = export_and_register(checkpoint, name, folder, replace=replace)
+    result, agreement = export_and_register(checkpoint, name, folder, replace=replace,
+                                            blend_weight=blend)
     typer.echo(f"{name}: {result.path} (ONNX vs torch max |diff| {agreement.max_abs:.2g}; "
                f"uint8 graph max |diff| {result.uint8_max_abs:.3g})")
     typer.echo(f"sha256 {result.sha256}")

@@ -70,6 +70,15 @@ def train(
     lr: float = typer.Option(5e-5, min=0.0, help="Adam's learning rate (1e-3, the authors' "
                              "from-scratch rate, diverges on the released weights)."),
     seed: int = typer.Option(0, help="Seed of the data stream and of torch."),
+    tune: str = typer.Option("all", help="What trains: all, or decoder (the encoder's "
+                             "stages frozen: less forgetting of real photos, faster steps)."),
+    loss: str = typer.Option("bce", help="bce: the U2-Net authors' BCE over the seven "
+                             "outputs; bce+iou: plus a soft IoU term per output (BASNet's "
+                             "hybrid loss), which keeps subjects from fading."),
+    blend: float = typer.Option(1.0, min=0.0, max=1.0, help="Register base + BLEND x "
+                                "(trained - base) instead of the trained weights (WiSE-FT; "
+                                "0.5 is its default): keeps more of the base on pictures "
+                                "unlike the composites. 1: the trained weights as they are."),
     curriculum: Path | None = typer.Option(None, exists=True, dir_okay=False,
                                            help="A TOML curriculum (see docs/TRAINING.md); "
                                            "default: plain → scenes → illustrations → busy."),
@@ -143,7 +152,7 @@ def train(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, val_every=val_every,
         checkpoint_every=checkpoint_every, device=device, threads=threads, teacher=teacher,
         teacher_onnx=teacher_onnx, teacher_weight=teacher_weight,
-        teacher_batch=teacher_batch)
+        teacher_batch=teacher_batch, tune=tune, loss=loss)
     result = _run(config, run_training)
     console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; checkpoint "
                   f"{result.checkpoint}", markup=False, highlight=False)
@@ -154,11 +163,13 @@ def train(
     extra: dict[str, Any] = {}
     if gate:
         assert eval_sets is not None
-        extra["gate"] = _gate(result.checkpoint, name, base, eval_sets, baseline, max_drop, out)
+        extra["gate"] = _gate(result.checkpoint, name, base, base_onnx, blend, eval_sets,
+                              baseline, max_drop, out)
     from training.export import export_and_register
 
     registered, agreement = export_and_register(result.checkpoint, name, folder,
-                                                replace=replace, extra=extra)
+                                                replace=replace, blend_weight=blend,
+                                                base_onnx=base_onnx, extra=extra)
     if gate:
         kept = folder / f"{name}.gate"
         shutil.rmtree(kept, ignore_errors=True)
@@ -193,8 +204,9 @@ def _run(config: Any, run_training: Any) -> Any:
         return run_training(config, report)
 
 
-def _gate(checkpoint: Path, name: str, base: str, sets: list[Path], baseline: Path | None,
-          max_drop: float, out: Path) -> dict[str, Any]:
+def _gate(checkpoint: Path, name: str, base: str, base_onnx: Path, blend: float,
+          sets: list[Path], baseline: Path | None, max_drop: float, out: Path
+          ) -> dict[str, Any]:
     """Evaluate the candidate (from a private models folder) against the base's report with
     the same `clipline eval` users run; raise :class:`GateRefused` when the gate fails."""
     from training.export import export_and_register
@@ -202,7 +214,7 @@ def _gate(checkpoint: Path, name: str, base: str, sets: list[Path], baseline: Pa
     gate_dir = out / "gate"
     staging = gate_dir / "models"
     shutil.rmtree(staging, ignore_errors=True)
-    export_and_register(checkpoint, name, staging)
+    export_and_register(checkpoint, name, staging, blend_weight=blend, base_onnx=base_onnx)
     if baseline is None:
         baseline = gate_dir / "base" / "report.json"
         if not baseline.exists():

@@ -29,8 +29,17 @@ from training import checkpoint
 from training.curriculum import Curriculum, Stage
 from training.data import Sources, TrainStream
 from training.export import export_onnx, model_from_checkpoint
-from training.losses import side_bce
-from training.u2net import U2Net, WeightMismatch, check_against_onnx, from_onnx, load_onnx_weights
+from training.losses import side_bce, side_bce_iou, soft_iou
+from training.u2net import (
+    ENCODER,
+    U2Net,
+    WeightMismatch,
+    blend,
+    check_against_onnx,
+    from_onnx,
+    load_onnx_weights,
+    trainable,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CURRICULUM = """
@@ -197,6 +206,15 @@ def test_train_then_export_registers_a_model_whose_onnx_equals_torch(
                             str(out / checkpoint.NAME), "--name", "u2netp-test"], env=env,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already registered" in again.stderr
+    # --blend registers base + w x (trained - base), the base read from the models folder.
+    half = subprocess.run([sys.executable, "-m", "clipline", "models", "export",
+                           str(out / checkpoint.NAME), "--name", "u2netp-half", "--blend", "0.5"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert half.returncode == 0, half.stderr
+    card = json.loads((models / "u2netp-half.model.json").read_text())
+    assert card["provenance"]["blend"] == {"weight": 0.5, "with": "u2netp"}
+    blended = blend(model, _released(models), 0.5)
+    assert check_against_onnx(blended, models / "u2netp-half.onnx", inputs).max_abs < 1e-4
 
 
 def test_export_checks_onnx_against_torch(tmp_path: Path, models_dir: Path) -> None:
@@ -242,13 +260,15 @@ def test_the_gate_refuses_a_damaged_model_and_passes_the_released_one(
         tmp_path: Path, models: Path, eval_set: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLIPLINE_MODELS_DIR", str(models))
     monkeypatch.setenv("CLIPLINE_MODEL", "u2netp")
+    base_onnx = models / U2NETP.filename
     damaged = _released(models)
     with torch.no_grad():  # the fused mask inverted: background kept, subject dropped
         damaged.outconv.weight.neg_()
         damaged.outconv.bias.neg_()
     bad = _checkpoint_of(damaged, tmp_path / "bad.pt")
     with pytest.raises(GateRefused, match="u2netp-broken"):
-        _gate(bad, "u2netp-broken", "u2netp", [eval_set], None, 0.005, tmp_path / "run-bad")
+        _gate(bad, "u2netp-broken", "u2netp", base_onnx, 1.0, [eval_set], None, 0.005,
+              tmp_path / "run-bad")
     assert not (models / "u2netp-broken.model.json").exists()
     report = json.loads((tmp_path / "run-bad" / "gate" / "candidate" / "report.json")
                         .read_text())
@@ -256,7 +276,7 @@ def test_the_gate_refuses_a_damaged_model_and_passes_the_released_one(
 
     same = _checkpoint_of(_released(models), tmp_path / "same.pt")
     baseline = tmp_path / "run-bad" / "gate" / "base" / "report.json"
-    verdict = _gate(same, "u2netp-same", "u2netp", [eval_set], baseline, 0.005,
+    verdict = _gate(same, "u2netp-same", "u2netp", base_onnx, 1.0, [eval_set], baseline, 0.005,
                     tmp_path / "run-same")
     assert verdict["passed"]
     shutil.rmtree(tmp_path / "run-same" / "gate" / "models")
@@ -283,6 +303,8 @@ def _data_args(sources: Path) -> list[str]:
     (["--steps", "2"], "--steps 4 or more"),
     (["--objects", "foto=/tmp"], "unknown kind foto"),
     (["--gate", "--name", "x1"], "--gate needs"),
+    (["--loss", "focal"], "choose bce or bce+iou"),
+    (["--tune", "encoder"], "choose all or decoder"),
 ])
 def test_train_refuses_before_any_work(tmp_path: Path, sources: Path, models: Path,
                                        extra: list[str], message: str) -> None:
@@ -315,3 +337,56 @@ def test_export_refuses_a_malformed_name_before_reading_anything(tmp_path: Path,
     path.write_bytes(b"x")
     done = _clipline(["models", "export", str(path), "--name", "a/b"], _env(models))
     assert done.returncode == 2 and "invalid_field" in done.stderr, done.stderr
+
+
+def test_tuning_the_decoder_leaves_the_encoder_as_released(models_dir: Path,
+                                                           sources: Path) -> None:
+    torch.manual_seed(0)
+    batch = TrainStream(_sources(sources), seed=0, size=(96, 96)).batch(
+        {"product-plain": 1, "multi": 1}, 2, 0.5)
+    model = _released(models_dir).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimiser = torch.optim.Adam(trainable(model, "decoder"), lr=1e-3)
+    loss = side_bce(model(torch.from_numpy(batch.images), logits=True),
+                    torch.from_numpy(batch.alpha))
+    loss.backward()
+    optimiser.step()
+    changed = {k.split(".")[1] if k.startswith("stages.") else k.split(".")[0]
+               for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and not changed & set(ENCODER), changed
+    assert {"stage1d", "sides", "outconv"} <= changed
+    assert all(p.requires_grad for p in trainable(model, "all"))
+    with pytest.raises(ValueError, match="unknown part"):
+        trainable(model, "encoder")
+
+
+def test_blend_moves_every_weight_between_base_and_tuned(models_dir: Path) -> None:
+    base = _released(models_dir)
+    tuned = _released(models_dir)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    tuned_state = {k: v.clone() for k, v in tuned.state_dict().items()}
+    blend(tuned, base, 0.25)
+    for key, value in tuned.state_dict().items():
+        expected = base.state_dict()[key] + 0.25 * (tuned_state[key] - base.state_dict()[key])
+        assert torch.allclose(value, expected, atol=1e-7), key
+    blend(tuned, base, 0.0)
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in tuned.state_dict().items())
+    with pytest.raises(ValueError, match=r"within 0\.\.1"):
+        blend(tuned, base, 1.5)
+    with pytest.raises(ValueError, match="cannot blend"):
+        blend(U2Net("u2net"), base, 0.5)
+
+
+def test_the_iou_term_charges_for_a_subject_turned_down() -> None:
+    alpha = torch.zeros(1, 1, 32, 32)
+    alpha[..., 8:16, 8:16] = 1.0  # a subject on 1/16 of the frame
+    sure = torch.where(alpha > 0, 8.0, -8.0)
+    assert float(soft_iou(sure, alpha)) < 0.01
+    assert float(soft_iou(torch.full_like(alpha, -8.0), alpha)) > 0.98
+    faded = torch.where(alpha > 0, -0.4, -8.0)  # the subject at p = 0.4
+    # BCE barely sees it (most pixels are right); the IoU term does.
+    bce = float(side_bce([faded] * 7, alpha)) - float(side_bce([sure] * 7, alpha))
+    hybrid = float(side_bce_iou([faded] * 7, alpha)) - float(side_bce_iou([sure] * 7, alpha))
+    assert hybrid > 2 * bce > 0
