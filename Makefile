@@ -9,7 +9,7 @@ TRITON_STAMP := .venv-triton/.installed
 # rembg's own CLI, for the benchmarks that race it (and their smoke tests); pins of its own too.
 REMBG_STAMP := bench/.venv-rembg/.installed
 
-.PHONY: help venv services demo test lint triton triton-venv bench-ledger bench-rembg bench-fidelity bench-orchestration bench-end-to-end bench-intake bench-chaos fuzz-api quality-baseline clean
+.PHONY: help venv services demo test lint triton triton-venv bench-ledger bench-rembg bench-fidelity bench-orchestration bench-end-to-end bench-intake bench-soak bench-chaos fuzz-api quality-baseline clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -73,6 +73,9 @@ bench-end-to-end: venv $(TRITON_STAMP) services  ## images/s: S3 + Celery + Trit
 
 bench-intake: venv services  ## a 1,000,000-line manifest through POST /v1/batches until queued
 	$(BIN)/python -m bench.intake --lines 1000000 --until queued
+
+bench-soak: venv services  ## RSS of one worker process over 10,000 jobs (ledger + Celery + Redis, no model)
+	$(BIN)/python -m bench.soak --jobs 10000
 
 bench-chaos: venv $(TRITON_STAMP)  ## 1,000 jobs through SIGKILLs, a Redis flush, a PostgreSQL restart, Triton down 5 min (own services)
 	$(BIN)/python -m bench.chaos --jobs 1000 --triton-outage 300

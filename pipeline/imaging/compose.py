@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from pipeline.imaging.pixels import is_opaque
 from pipeline.options import OutputOptions
 
 Mode = Literal["RGBA", "RGB", "L"]
@@ -70,7 +71,8 @@ def compose(
     box = crop_box(bbox, options, (rgba.shape[1], rgba.shape[0]))
     left, top, right, bottom = box
     rgba = rgba[top:bottom, left:right]
-    mask = multiply_alpha(alpha[top:bottom, left:right], rgba[..., 3])
+    alpha = alpha[top:bottom, left:right]
+    mask = alpha.copy() if is_opaque(rgba) else multiply_alpha(alpha, rgba[..., 3])
     mode = options.output_mode
     pixels: npt.NDArray[np.uint8]
     if mode == "L":

@@ -269,3 +269,30 @@ def test_encoder_errors_become_invalid_options(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(InvalidOptions, match="could not encode 4x4 as webp") as info:
         encode_pixels(np.zeros((4, 4, 4), np.uint8), "webp")
     assert isinstance(info.value.__cause__, OSError)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 4), (1, 3001, 4), (2049, 1, 3), (7, 13, 3), (33, 65, 4)])
+def test_png_of_any_rgb_or_rgba_shape_decodes_back_exactly(shape: tuple[int, int, int]) -> None:
+    pixels = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    image = _decode(encode_pixels(pixels, "png"))
+    assert image.format == "PNG" and image.mode == ("RGBA" if shape[2] == 4 else "RGB")
+    assert np.array_equal(np.asarray(image), pixels)
+
+
+def test_png_of_a_strided_view_encodes_what_the_view_shows() -> None:
+    pixels = np.random.default_rng(5).integers(0, 256, (40, 60, 4), dtype=np.uint8)
+    view = pixels[3:37:2, 60:0:-3]  # a crop, every other row, columns reversed
+    assert np.array_equal(np.asarray(_decode(encode_pixels(view, "png"))), view)
+
+
+def test_png_with_two_channels_is_refused_before_the_encoder() -> None:
+    with pytest.raises(ValueError, match="RGB or RGBA"):
+        encode_pixels(np.zeros((4, 4, 2), np.uint8), "png")
+
+
+def test_a_png_the_encoder_cannot_write_is_invalid_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fpng
+
+    monkeypatch.setattr(fpng, "from_ndarray", lambda _pixels: b"")
+    with pytest.raises(InvalidOptions, match="could not encode 4x3 as png"):
+        encode_pixels(np.zeros((3, 4, 4), np.uint8), "png")

@@ -81,6 +81,24 @@ def test_upscale_stays_close_to_rembg_lanczos() -> None:
     assert np.abs(ours.astype(int) - lanczos).max() <= 10
 
 
+@pytest.mark.parametrize("size", [(2048, 2048), (3000, 2000), (320, 321), (5, 5)])
+def test_enlarging_stays_within_one_level_of_pillows_bilinear(size: tuple[int, int]) -> None:
+    mask = np.random.default_rng(size[0]).random((320, 320) if size[0] > 5 else (1, 1))
+    small = (mask * 255).astype(np.uint8)
+    pillow = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BILINEAR))
+    ours = upscale_mask(mask.astype(np.float32), size)
+    assert ours.shape == (size[1], size[0]) and ours.dtype == np.uint8
+    assert np.abs(ours.astype(int) - pillow).max() <= 1
+
+
+@pytest.mark.parametrize("size", [(100, 80), (37, 1999), (319, 320)])
+def test_shrinking_an_axis_antialiases_as_pillow_does(size: tuple[int, int]) -> None:
+    mask = np.random.default_rng(7).random((320, 320)).astype(np.float32)
+    small = (mask * 255).astype(np.uint8)
+    pillow = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BILINEAR))
+    assert np.array_equal(upscale_mask(mask, size), pillow)
+
+
 def test_bbox_is_in_source_pixels() -> None:
     mask = np.zeros((MODEL, MODEL), np.float32)
     mask[80:160, 40:200] = 1.0  # x 40..199, y 80..159 of 320 -> x 1/8..5/8, y 1/4..1/2
