@@ -12,7 +12,8 @@ ONNX Runtime's by IoU at 0.5 and max |diff|: a lower precision may only be used 
 quality gate (``clipline eval``).
 
 Prints one line per runtime and the ratios ONNX Runtime time ÷ runtime time (above 1: faster
-than ONNX Runtime).
+than ONNX Runtime). OpenVINO is in the ``bench`` extra (``pip install -e '.[bench]'``; ``make
+venv`` installs it).
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             times[name].append(time.perf_counter() - start)
         i += 1
     print(machine_line())
-    print(f"u2netp, 1 image per call, {args.threads} threads, {i} calls each, interleaved")
+    threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
+    print(f"u2netp, 1 image per call, {threads}, {i} calls each, interleaved")
     ref_ms = statistics.median(times["onnxruntime f32"]) * 1000
     for name in runtimes:
         ms = statistics.median(times[name]) * 1000

@@ -1,4 +1,4 @@
-"""Memory soak: N jobs through one worker process, and its resident size every 1,000 jobs.
+"""Memory soak: N jobs through one worker process, and its resident size after every wave.
 
     python -m bench.soak --jobs 10000 [--every 1000] [--redis-db 12]
 
@@ -109,14 +109,21 @@ def drift(before: int, after: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=10_000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs in all (default 10,000)")
     parser.add_argument("--every", type=int, default=1000,
-                        help="jobs per wave; the RSS is read after each (the first: warm-up)")
-    parser.add_argument("--image-size", type=int, default=32)
+                        help="jobs per wave; the RSS is read after each, the first is the "
+                             "warm-up (default 1,000)")
+    parser.add_argument("--image-size", type=int, default=32,
+                        help="side of the PNG each job reads, in px (default 32)")
     parser.add_argument("--redis-db", type=int, default=12,
-                        help="Redis database number, flushed at the start and the end")
+                        help="Redis database number, flushed at the start and the end "
+                             "(default 12)")
     args = parser.parse_args()
+    if args.every < 1 or args.image_size < 1:
+        parser.error("--every and --image-size must be at least 1")
     if args.jobs < 2 * args.every:
         parser.error("--jobs must be at least two waves (--every), a warm-up and one more")
 

@@ -19,9 +19,9 @@ References, on the same pixels in the same loop (what the engine did before issu
 one alternative it did not take):
 
     decode, Pillow tobytes copy           the previous copy out of Pillow (np.asarray)
-    model input, reducing gap 3           the previous model-input resize
-    mask, Pillow BILINEAR upscale         the previous upscale
-    encode, Pillow PNG level 1 + Z_RLE    the previous encoder
+    model input, gap 3                    the previous model-input resize (reducing gap 3)
+    mask, Pillow BILINEAR                 the previous upscale (the upscale alone)
+    encode, Pillow PNG l1 Z_RLE           the previous encoder (zlib level 1, Z_RLE)
     model input from the JPEG's DCT draft a second, 1/4-size decode instead of resizing the
                                           full one (``decode_for_model``)
 
@@ -58,6 +58,7 @@ from pipeline.options import OutputOptions
 from pipeline.subject import find_subject
 
 GOAL_MS = 60.0
+GOAL_SIDE = 2048
 ENGINE = ("decode", "model input", "mask", "compose", "encode")
 PREVIOUS = {"decode": "decode, Pillow tobytes copy", "model input": "model input, gap 3",
             "mask": "mask, Pillow BILINEAR", "encode": "encode, Pillow PNG l1 Z_RLE"}
@@ -133,8 +134,9 @@ def report(samples: dict[str, list[float]], sizes: dict[str, list[int]], images:
         print(f"{name:32} {med[name]:8.1f}{extra}")
     engine = sum(med[name] for name in ENGINE)
     before = engine - sum(med[name] - med[old] for name, old in PREVIOUS.items())
-    print(f"engine outside inference: {engine:.1f} ms (goal <= {GOAL_MS:g}: "
-          f"{'met' if engine <= GOAL_MS else 'not met'})")
+    verdict = ("met" if engine <= GOAL_MS else "not met") if side == GOAL_SIDE else \
+        f"the goal is for {GOAL_SIDE}x{GOAL_SIDE}"
+    print(f"engine outside inference: {engine:.1f} ms (goal <= {GOAL_MS:g}: {verdict})")
     print(f"previous engine (each replaced stage timed the old way): {before:.1f} ms")
     print(f"ratio engine/previous: {engine / before:.2f}")
     print(f"ratio engine/infer: {engine / med['infer']:.3f}")

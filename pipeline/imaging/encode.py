@@ -1,19 +1,22 @@
 """Encode a composite to bytes: lossless PNG (the default), lossless WebP, or JPEG.
 
-Pure: pixels in, bytes out. Choices, measured on 2048x2048 RGBA cut-outs (CPU time per image;
-``bench/stages.py`` prints the PNG rows side by side on every run):
+Pure: pixels in, bytes out. Choices, CPU time per 2048x2048 image. The first PNG rows are
+``bench/stages.py``'s (2026-12-07, 12 product photos upscaled and cut out by u2netp; it prints
+these two side by side on every run); the imagecodecs row is from a one-off survey on 4 of
+those photos under a synthetic disc alpha (fpng 10 ms, Pillow 121 ms there); the rest from
+rembg's 13 example cut-outs upscaled to 2048x2048, an earlier survey on a loaded box:
 
-    png, Pillow's default (level 6)   751 ms   1.13 MB   what rembg writes
-    png, Pillow level 1, Z_RLE        ~120 ms  1.93 MB   ours until issue 16
-    png, imagecodecs level 1, Z_RLE,  ~62 ms   2.32 MB
+    png, fpng                         28 ms   2.61 MB   <- ours (RGB, RGBA)
+    png, Pillow level 1, Z_RLE       155 ms   2.20 MB   ours until issue 16
+    png, imagecodecs level 1, Z_RLE,  62 ms   2.32 MB   (survey: 2x fpng's time there)
         SUB filter
-    png, fpng                         ~10 ms   2.28 MB   <- ours (RGB, RGBA)
-    webp lossless, method 0, q 0      255 ms   1.44 MB   <- ours
-    webp lossless, method 0, q 100    980 ms   0.86 MB
-    jpeg q90 (flattened)               32 ms   0.20 MB
+    png, Pillow's default (level 6)  751 ms   1.13 MB   what rembg writes
+    webp lossless, method 0, q 0     255 ms   1.44 MB   <- ours
+    webp lossless, method 0, q 100   980 ms   0.86 MB
+    jpeg q90 (flattened)              32 ms   0.20 MB
 
 * **PNG**, RGB and RGBA: ``fpng`` (Rich Geldreich's fpng, through the ``fpng`` PyPI binding):
-  one fixed filter and a deflate specialised for it, about 12x faster than zlib at level 1 for
+  one fixed filter and a deflate specialised for it, 5x to 12x faster than zlib at level 1 for
   files about 18% larger; any PNG reader decodes them back exactly (tested). At catalog scale the
   CPU per image is the bill and the bytes are not, so the faster codec wins.
   **L** (alpha-only output, the layers mask) is not a mode fpng writes: Pillow, zlib level 1 with

@@ -33,8 +33,9 @@ def rgba_array(image: Image.Image) -> npt.NDArray[np.uint8]:
         # Both modes are four bytes a pixel in Pillow's memory (RGB as R, G, B, padding).
         flat = pa.array(image).flatten().to_numpy(zero_copy_only=True)
         view: npt.NDArray[np.uint8] = np.asarray(flat, np.uint8).reshape(height, width, 4)
-    except (ValueError, pa.ArrowException):
-        # Rows spread over several blocks ("Image rows are not contiguous in memory").
+    except (ValueError, TypeError, pa.ArrowException):
+        # Rows spread over several blocks ("Image rows are not contiguous in memory"), or a
+        # Pillow without the export (TypeError).
         out: npt.NDArray[np.uint8] = np.asarray(
             image if image.mode == "RGBA" else image.convert("RGBA"))
         return out

@@ -65,3 +65,15 @@ def test_rgb_padding_that_is_not_255_is_never_trusted(monkeypatch: pytest.Monkey
     rgb = RNG.integers(0, 256, (30, 20, 3), dtype=np.uint8)
     rgba = pixels.rgba_array(Image.fromarray(rgb))
     assert np.array_equal(rgba[..., :3], rgb) and bool((rgba[..., 3] == 255).all())
+
+
+def test_a_pillow_without_the_arrow_export_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.imaging.pixels as pixels
+
+    def no_export(_image: object) -> None:
+        raise TypeError("'Image' object is not iterable")  # what pyarrow says without it
+
+    monkeypatch.setattr(pixels.pa, "array", no_export)
+    rgb = RNG.integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    rgba = pixels.rgba_array(Image.fromarray(rgb))
+    assert np.array_equal(rgba[..., :3], rgb) and bool((rgba[..., 3] == 255).all())
