@@ -187,22 +187,41 @@ def _copy_part(url: str, prefix: str, part: tuple[int, int], batch: uuid.UUID, s
         out.put((rows, time.time()))
 
 
+def run_together(target: Callable[..., None], arg_lists: list[tuple[Any, ...]], *,
+                 lead: float, timeout: float) -> tuple[list[tuple[int, float]], float]:
+    """One spawned process per ``arg_lists`` entry, each calling ``target(*args, start, out)``
+    and putting (count, end time) on ``out``; they begin together at ``start``, ``lead``
+    seconds from now (time to import and connect). Returns their results and ``start``."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    start = time.time() + lead
+    procs = [ctx.Process(target=target, args=(*args, start, out)) for args in arg_lists]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=timeout) for _ in procs]
+    for p in procs:
+        p.join()
+    return results, start
+
+
+def empty_jobs(url: str) -> None:
+    """An empty, vacuumed ``jobs``: a mass UPDATE or INSERT of an earlier phase would leave dead
+    entries in its indexes for the next phase to step over until vacuumed."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("TRUNCATE job_events, jobs"))
+        conn.execute(text("VACUUM ANALYZE jobs"))
+    engine.dispose()
+
+
 def _in_parallel(target: Callable[..., None], url: str, n: int, streams: int,
                  batch: uuid.UUID) -> float:
     """Seconds for ``streams`` processes to run ``target`` on contiguous parts of the manifest,
     from a common start to the last one's end."""
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    start = time.time() + 3.0  # let every process import and connect first
     cuts = [n * k // streams for k in range(streams + 1)]
-    procs = [ctx.Process(target=target,
-                         args=(url, "parallel", (cuts[k], cuts[k + 1]), batch, start, out))
-             for k in range(streams)]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=900) for _ in procs]
-    for p in procs:
-        p.join()
+    results, start = run_together(
+        target, [(url, "parallel", (cuts[k], cuts[k + 1]), batch) for k in range(streams)],
+        lead=3.0, timeout=900)
     assert sum(r[0] for r in results) == n, (results, n)
     return float(max(r[1] for r in results) - start)
 
@@ -212,11 +231,7 @@ def bench_parallel_bulk(url: str, n: int, streams: int) -> None:
     parts, each its own ``submit_many`` (its own transaction) in a process of its own, into an
     emptied table; then the same parts COPYed into the twin, as many streams at once.
     Idempotent per part (a part run twice folds), but not one transaction."""
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("TRUNCATE job_events, jobs"))
-        conn.execute(text("VACUUM ANALYZE jobs"))
-    engine.dispose()
+    empty_jobs(url)
     engine = make_engine(url)
     ledger = SqlLedger(engine)
     batch = ledger.create_batch(label="bench parallel")
@@ -251,24 +266,11 @@ def _worker(url: str, claim_batch: int, start: float, out: mp.Queue) -> None:  #
 def bench_claim_complete(url: str, n: int, workers: int, claim_batch: int) -> float:
     # Start from an empty table: a mass UPDATE of the bulk phase's million rows would leave a
     # million dead entries in the claim index for every claim to step over until vacuumed.
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("TRUNCATE job_events, jobs"))
-        conn.execute(text("VACUUM ANALYZE jobs"))
-    engine.dispose()
+    empty_jobs(url)
     ledger = SqlLedger(make_engine(url))
     ledger.submit_many(manifest(n, f"work-{uuid.uuid4().hex[:6]}"))
     ledger.close()
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    start = time.time() + 2.0  # let every process import and connect first
-    procs = [ctx.Process(target=_worker, args=(url, claim_batch, start, out))
-             for _ in range(workers)]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=600) for _ in procs]
-    for p in procs:
-        p.join()
+    results, start = run_together(_worker, [(url, claim_batch)] * workers, lead=2.0, timeout=600)
     total = sum(r[0] for r in results)
     elapsed = max(r[1] for r in results) - start
     assert total == n, (total, n)

@@ -56,7 +56,7 @@ from pipeline.settings import Settings
 from tests.distkit import Cluster, cluster, wait_for
 from tests.modelkit import TEST_MODEL
 from tests.pictures import square
-from workers.app import PROCESS, QUEUES, config, start_worker
+from workers.app import PROCESS, QUEUES, config, start_worker, worker_argv
 
 REPO = Path(__file__).resolve().parents[1]
 TIMES_DIR_ENV = "BENCH_BARE_TIMES_DIR"  # where the bare worker's processes note their times
@@ -153,16 +153,6 @@ def bare_worker(argv: list[str]) -> int:
     return start_worker(bare_app(Settings(), _Times(Path(os.environ[TIMES_DIR_ENV]))), argv)
 
 
-def celery_argv(settings: Settings, processes: int, pool: str) -> list[str]:
-    """What ``clipline worker`` passes Celery (clipline/cli/worker.py)."""
-    return [
-        "worker", f"--concurrency={processes}", f"--queues={','.join(QUEUES)}", f"--pool={pool}",
-        f"--loglevel={settings.log_level}", "--without-gossip", "--without-mingle",
-        f"--max-memory-per-child={settings.worker_max_memory_per_child_mb * 1024}",
-        "--hostname=bench-bare-%h-" + uuid.uuid4().hex[:6],
-    ]
-
-
 # -- one run of each kind ---------------------------------------------------------------------
 
 
@@ -244,7 +234,8 @@ def run_bare(c: Cluster, work: Path, args: argparse.Namespace, round_: int) -> R
             "sys.exit(bare_worker(sys.argv[1:]))")
     with log.open("wb") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-c", code, *celery_argv(c.settings, args.processes, args.pool)],
+            [sys.executable, "-c", code,
+             *worker_argv(c.settings, args.processes, ",".join(QUEUES), args.pool, "bench-bare")],
             cwd=REPO, env={**c.env, TIMES_DIR_ENV: str(times)}, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True)
     c.processes.append((worker, log))  # killed with the cluster, and its log in c.logs()

@@ -8,8 +8,9 @@ by call, so load from other users of the machine falls on all of them; wall time
 printed as the median. OpenVINO runs twice: at f32 (``INFERENCE_PRECISION_HINT=f32``, masks
 expected equal to ONNX Runtime's within float rounding) and at its default precision on this
 CPU (bf16 where the CPU has AMX or AVX-512 BF16, else f32), whose masks are compared with
-ONNX Runtime's by IoU at 0.5 and max |diff|: a lower precision may only be used through the
-quality gate (``clipline eval``).
+ONNX Runtime's by IoU (``bench.masks``: at alpha 128 of the masks quantised as the engine
+quantises them) and max |diff|: a lower precision may only be used through the quality gate
+(``clipline eval``).
 
 Prints one line per runtime and the ratios ONNX Runtime time ÷ runtime time (above 1: faster
 than ONNX Runtime). OpenVINO is in the ``bench`` extra (``pip install -e '.[bench]'``; ``make
@@ -30,28 +31,29 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from bench.masks import iou
 from bench.vs_rembg import DATA, machine_line
 from pipeline.errors import ModelError
 from pipeline.imaging.decode import model_input_from_rgba
 from pipeline.model_fetch import pull
 from pipeline.models import U2NETP
+from pipeline.parts import quantise
 
 Run = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 
 
 def inputs(products: Path, count: int) -> list[npt.NDArray[np.float32]]:
-    """``count`` [1, 3, 320, 320] float32 tensors, normalised as U2NETP's spec says."""
+    """``count`` [1, 3, 320, 320] float32 tensors: the engine's model input of each photo,
+    normalised by U2NETP's spec as the ONNX Runtime segmenter feeds it."""
     paths = sorted(products.glob("*.webp"))[:count]
     if not paths:
         raise SystemExit(f"bench.runtimes: no .webp files in {products}")
-    mean = np.asarray(U2NETP.normalisation.mean, np.float32)
-    std = np.asarray(U2NETP.normalisation.std, np.float32)
     out = []
     for path in paths:
         with Image.open(path) as im:
             rgba = np.asarray(im.convert("RGBA"))
-        pixels = model_input_from_rgba(rgba, U2NETP.input_size).astype(np.float32) / 255.0
-        out.append(((pixels - mean) / std).transpose(2, 0, 1)[np.newaxis].astype(np.float32))
+        pixels = model_input_from_rgba(rgba, U2NETP.input_size)
+        out.append(U2NETP.normalisation.to_nchw(pixels[np.newaxis]))
     return out
 
 
@@ -83,12 +85,6 @@ def openvino(model: Path, threads: int, precision: str | None) -> tuple[Run, str
     def run(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         return np.asarray(request.infer([x])[0], np.float32)
     return run, used
-
-
-def iou(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
-    x, y = a >= 0.5, b >= 0.5
-    union = int((x | y).sum())
-    return 1.0 if union == 0 else int((x & y).sum()) / union
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ref_ms = statistics.median(times["onnxruntime f32"]) * 1000
     for name in runtimes:
         ms = statistics.median(times[name]) * 1000
-        ious = [iou(m, r) for m, r in zip(masks[name], masks["onnxruntime f32"], strict=True)]
+        # At alpha 128, on the masks as the engine quantises them (bench.masks' IoU).
+        ious = [iou(quantise(m), quantise(r))
+                for m, r in zip(masks[name], masks["onnxruntime f32"], strict=True)]
         diff = max(float(np.abs(m - r).max())
                    for m, r in zip(masks[name], masks["onnxruntime f32"], strict=True))
         print(f"{name:28} {ms:8.1f} ms   ratio onnxruntime/this {ref_ms / ms:5.2f}   "

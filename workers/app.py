@@ -17,6 +17,7 @@ the ledger decides what a delivery means. Hence:
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from celery import Celery
@@ -88,6 +89,19 @@ def config(settings: Settings) -> dict[str, Any]:
             "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_interval_seconds},
         },
     }
+
+
+def worker_argv(settings: Settings, processes: int, queues: str, pool: str,
+                name: str = "clipline") -> list[str]:
+    """The ``celery worker`` arguments ``clipline worker`` runs with: ``processes`` pool
+    processes consuming ``queues`` (comma-separated, first preferred) on ``pool``, no gossip or
+    mingle, the settings' log level and memory cap per child, a hostname ``NAME-%h-<random>``."""
+    return [
+        "worker", f"--concurrency={processes}", f"--queues={queues}", f"--pool={pool}",
+        f"--loglevel={settings.log_level}", "--without-gossip", "--without-mingle",
+        f"--max-memory-per-child={settings.worker_max_memory_per_child_mb * 1024}",
+        f"--hostname={name}-%h-{uuid.uuid4().hex[:6]}",
+    ]
 
 
 def start_worker(celery_app: Celery, argv: list[str]) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 import typer
@@ -44,7 +43,7 @@ def worker(
     settings = load_settings()
     inference_answered = _preflight(settings)
     from workers.app import app as celery_app
-    from workers.app import start_worker
+    from workers.app import start_worker, worker_argv
 
     if settings.worker_metrics_port:
         from workers.metrics import serve_pool_metrics
@@ -58,12 +57,7 @@ def worker(
                 "give each worker on this host its own port, or 0 to serve no metrics"
             ) from exc
     processes = concurrency or settings.worker_concurrency or os.cpu_count() or 1
-    argv = [
-        "worker", f"--concurrency={processes}", f"--queues={queues}", f"--pool={pool}",
-        f"--loglevel={settings.log_level}", "--without-gossip", "--without-mingle",
-        f"--max-memory-per-child={settings.worker_max_memory_per_child_mb * 1024}",
-        "--hostname=clipline-%h-" + uuid.uuid4().hex[:6],
-    ]
+    argv = worker_argv(settings, processes, queues, pool)
     if beat:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         argv.append("--beat")

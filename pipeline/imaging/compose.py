@@ -72,7 +72,8 @@ def compose(
     left, top, right, bottom = box
     rgba = rgba[top:bottom, left:right]
     alpha = alpha[top:bottom, left:right]
-    mask = alpha.copy() if is_opaque(rgba) else multiply_alpha(alpha, rgba[..., 3])
+    # An opaque source is told from whole pixels (is_opaque), cheaper than its alpha bytes.
+    mask = alpha.copy() if is_opaque(rgba) else _product(alpha, rgba[..., 3])
     mode = options.output_mode
     pixels: npt.NDArray[np.uint8]
     if mode == "L":
@@ -104,6 +105,11 @@ def multiply_alpha(
     """round(mask * source / 255); a fresh array either way."""
     if bool((source == 255).all()):
         return mask.copy()
+    return _product(mask, source)
+
+
+def _product(mask: npt.NDArray[np.uint8], source: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """round(mask * source / 255) without looking for the all-opaque case (exact in uint16)."""
     product = mask.astype(np.uint16)
     product *= source
     product += 127

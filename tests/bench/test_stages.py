@@ -3,6 +3,8 @@ their figure lines."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,9 +29,6 @@ def test_stages(models_dir: Path) -> None:
 
 
 def test_stages_refuses_a_size_it_cannot_measure() -> None:
-    import subprocess
-    import sys
-
     proc = subprocess.run([sys.executable, "-m", "bench.stages", "--count", "0"],
                           capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parents[2])
