@@ -34,6 +34,7 @@ VALUES = {
     "default": [],
     "full": [CHART / "ci" / "full-values.yaml"],
     "existing-secret": [CHART / "ci" / "existing-secret-values.yaml"],
+    "openvino": [CHART / "ci" / "openvino-values.yaml"],
 }
 
 Doc = dict[str, Any]
@@ -356,6 +357,41 @@ def test_triton_gets_gpus_and_its_model_repository_from_values() -> None:
     service = one(docs, "Service", "clipline-triton")
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
         "grpc": 8001, "http": 8000, "metrics": 8002}
+
+
+def test_the_openvino_triton_runs_only_on_intel_nodes_without_native_bf16() -> None:
+    # Triton's OpenVINO backend cannot be told to infer at f32, and OpenVINO picks bf16 by itself
+    # where the CPU has it (deploy/triton/openvino/u2netp/config.pbtxt): the node pins f32.
+    for name in ("default", "full"):
+        triton = one(render(name), "Deployment", "clipline-triton")
+        assert "nodeAffinity" not in pod_spec(triton).get("affinity", {}), name
+    triton = one(render("openvino"), "Deployment", "clipline-triton")
+    required = pod_spec(triton)["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]
+    (term,) = required["nodeSelectorTerms"]
+    expressions = {e["key"].removeprefix("feature.node.kubernetes.io/"): e
+                   for e in term["matchExpressions"]}
+    assert expressions["cpu-model.vendor_id"]["operator"] == "In"
+    assert expressions["cpu-model.vendor_id"]["values"] == ["Intel"]
+    for flag in ("AVX512BF16", "AMXBF16", "AMXFP16"):
+        assert expressions[f"cpu-cpuid.{flag}"]["operator"] == "DoesNotExist", flag
+    assert "nvidia.com/gpu" not in containers(triton)[0]["resources"]["requests"]
+    # Each CPU backend has its image target.
+    dockerfile = (ROOT / "docker" / "triton" / "Dockerfile").read_text()
+    for target in ("cpu", "openvino"):
+        assert f"FROM base AS {target}\n" in dockerfile, target
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (("triton.cpuBackend=tensorrt",), "must be onnxruntime or openvino"),
+    (("triton.cpuBackend=openvino", "triton.gpus=1"), "is for CPU nodes"),
+    (("triton.cpuBackend=openvino",
+      "triton.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+      ".nodeSelectorTerms[0].matchExpressions[0].key=x"), "requiredNodeExpressions"),
+])
+def test_an_inconsistent_triton_backend_is_refused(sets: tuple[str, ...], message: str) -> None:
+    with pytest.raises(AssertionError, match=message):
+        helm_template(sets=sets)
 
 
 def test_reconciler_is_single_and_events_consumer_is_optional() -> None:

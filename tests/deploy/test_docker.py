@@ -385,7 +385,7 @@ def test_every_final_stage_runs_as_a_non_root_user(name: str) -> None:
         parent = stage[0][1].split()[0]
         return user(by_name[parent]) if parent in by_name else None
 
-    targets = [stages[-1]] + ([by_name["cpu"]] if "cpu" in by_name else [])
+    targets = [stages[-1]] + [by_name[t] for t in ("cpu", "openvino") if t in by_name]
     for stage in targets:
         found = user(stage)
         assert found and found.split(":")[0] not in {"root", "0"}, stage[0]
