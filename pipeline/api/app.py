@@ -21,7 +21,7 @@ from prometheus_client import (
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.api import batches, events, jobs, problems, recompose
+from pipeline.api import batch_listing, batches, events, jobs, previews, problems, recompose, ui
 from pipeline.api.deps import ApiDeps
 from pipeline.api.door import Door
 from pipeline.api.problems import problem_response
@@ -46,6 +46,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.include_router(recompose.router)
     app.include_router(batches.router)
     app.include_router(events.router)
+    app.include_router(batch_listing.router)
+    app.include_router(previews.router)
+    app.include_router(ui.router)  # the review page's shell: no data, served without a key
     metrics = _Metrics()
     # The door answers 401/413 before a body is read; the metrics, outside it, count those too.
     app.add_middleware(Door, api=app, keyless={events.WEBHOOK_PATH})

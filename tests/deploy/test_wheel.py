@@ -35,6 +35,8 @@ def _builder_sources() -> list[str]:
 def _expected_files() -> set[str]:
     """Each file of the wheel's sources, by the path it has inside the wheel."""
     expected = {"pipeline/py.typed", "pipeline/migrations/script.py.mako"}
+    # The review page's shell (``pipeline.api.ui``), served from the installed package.
+    expected |= {f"pipeline/api/static/{p.name}" for p in (ROOT / "pipeline/api/static").iterdir()}
     for top in ("clipline", "pipeline", "workers", "training", "migrations"):
         for path in (ROOT / top).rglob("*.py"):
             inside = path.relative_to(ROOT / top).as_posix()
