@@ -1,9 +1,10 @@
 """End to end: images/s through S3 + Celery + Triton, against the same model in process.
 
-    python -m bench.end_to_end --count 60 --processes 2 [--redis-db 10]
+    python -m bench.end_to_end --count 60 --processes 2 [--pool threads] [--redis-db 10]
 
 Distributed: the images are uploaded to moto's S3 server, submitted as one batch, published on
-Redis and cut out by a real ``clipline worker`` (prefork, ``--processes``) that sends u2netp's
+Redis and cut out by a real ``clipline worker`` (``--pool``: prefork with ``--processes``
+processes, or threads: that many threads in one process) that sends u2netp's
 uint8 graph requests to a Triton server (pytriton's, ONNX Runtime on the CPU, dynamic batching)
 and writes the cut-outs back to S3. The rate is images over the time from the first claim to the
 last completion (ledger events). The per-stage split is the mean of the jobs' own timings; the
@@ -63,8 +64,8 @@ def in_process(images: list[tuple[str, bytes]], model_file: Path) -> float:
     return len(images) / (time.perf_counter() - start)
 
 
-def distributed(images: list[tuple[str, bytes]], model_file: Path, processes: int,
-                work: Path, redis_db: int) -> tuple[float, dict[str, float]]:
+def distributed(images: list[tuple[str, bytes]], model_file: Path, concurrency: int,
+                pool: str, work: Path, redis_db: int) -> tuple[float, dict[str, float]]:
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
@@ -76,7 +77,7 @@ def distributed(images: list[tuple[str, bytes]], model_file: Path, processes: in
                      HEARTBEAT_SECONDS="30") as c:
             for name, data in images:
                 c.put_image(name, data)
-            c.start_worker(concurrency=processes)
+            c.start_worker(concurrency=concurrency, pool=pool)
             batch = c.ledger.create_batch(label="end-to-end bench")
             c.ledger.submit_many(
                 (JobSpec(bucket="photos", key=n, model=TEST_MODEL) for n, _ in images),
@@ -118,7 +119,12 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--count", type=int, default=60)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1,
-                        help="worker pool processes")
+                        help="the worker's --concurrency: pool processes (prefork), or threads "
+                             "in one process (threads)")
+    parser.add_argument("--pool", choices=("prefork", "threads"), default="prefork",
+                        help="the worker's Celery pool: prefork runs one job per process at a "
+                             "time; threads runs --processes jobs at once in one process, so "
+                             "one job's S3 and image work overlaps another's Triton request")
     parser.add_argument("--redis-db", type=int, default=10,
                         help="Redis database number, flushed at the start and the end")
     args = parser.parse_args()
@@ -128,11 +134,14 @@ def main() -> None:
 
     local = in_process(images, model_file)
     with tempfile.TemporaryDirectory(prefix="clipline-end-to-end-") as tmp:
-        remote, split = distributed(images, model_file, args.processes, Path(tmp),
-                                    args.redis_db)
+        remote, split = distributed(images, model_file, args.processes, args.pool,
+                                    Path(tmp), args.redis_db)
     print(f"machine: {os.cpu_count()} CPUs; {len(images)} images from {args.images}")
     print(f"in process (cut_out, ONNX Runtime, {os.cpu_count()} threads): {local:.2f} img/s")
-    print(f"distributed (S3 + Celery x{args.processes} + Triton): {remote:.2f} img/s")
+    plural = "" if args.processes == 1 else "es"
+    shape = (f"{args.processes} process{plural}" if args.pool == "prefork"
+             else f"1 process, {args.processes} threads")
+    print(f"distributed (S3 + Celery {args.pool}, {shape} + Triton): {remote:.2f} img/s")
     print(f"ratio distributed / in process: {remote / local:.2f}")
     total = sum(split.values())
     print("mean time per job, by stage (ms, share):")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -17,11 +18,25 @@ from pipeline.settings import Settings
 log = logs.get(__name__)
 
 
+class Pool(StrEnum):
+    """Celery's execution pools that ``clipline worker`` supports."""
+
+    PREFORK = "prefork"
+    THREADS = "threads"
+    SOLO = "solo"
+
+
 def worker(
     concurrency: int | None = typer.Option(
-        None, help="Worker processes (default CLIPLINE_WORKER_CONCURRENCY, else CPU count)."),
+        None, help="Jobs at once: pool processes for prefork, threads for threads (default "
+        "CLIPLINE_WORKER_CONCURRENCY, else CPU count)."),
     queues: str = typer.Option("interactive,bulk", help="Queues to consume, first preferred."),
-    pool: str = typer.Option("prefork", help="Celery pool: prefork, or solo (one process)."),
+    pool: Pool = typer.Option(
+        "prefork", help="Celery pool. prefork: a process per job at once, with the time limits "
+        "enforced. threads: --concurrency jobs in one process, so one job's S3 and image work "
+        "overlaps another's Triton request (for CLIPLINE_SEGMENTER=triton); Celery enforces no "
+        "time limits on it, only S3's and Triton's own timeouts hold. solo: one job at a time "
+        "in this process, no time limits either."),
     beat: bool = typer.Option(False, help="Also run the reconciler on Celery beat in this "
                               "worker (one such worker per deployment)."),
 ) -> None:
@@ -57,7 +72,13 @@ def worker(
                 "give each worker on this host its own port, or 0 to serve no metrics"
             ) from exc
     processes = concurrency or settings.worker_concurrency or os.cpu_count() or 1
-    argv = worker_argv(settings, processes, queues, pool)
+    if pool is not Pool.PREFORK:
+        log.warning("worker_time_limits_not_enforced", pool=pool.value,
+                    soft_limit_s=settings.task_soft_time_limit_seconds,
+                    note="S3 and Triton calls still time out (CLIPLINE_S3_READ_TIMEOUT_SECONDS, "
+                         "CLIPLINE_TRITON_TIMEOUT_SECONDS); a job stuck elsewhere keeps its "
+                         "thread and its lease until the worker restarts")
+    argv = worker_argv(settings, processes, queues, pool.value)
     if beat:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         argv.append("--beat")

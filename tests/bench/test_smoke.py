@@ -103,7 +103,7 @@ def test_orchestration() -> None:
 def test_end_to_end() -> None:
     out = run("-m", "bench.end_to_end", "--count", "2", "--processes", "1",
               "--redis-db", str(REDIS_DB["end_to_end"]), timeout=150)
-    assert_prints(out, r"^distributed \(S3 \+ Celery x1 \+ Triton\): [\d.]+ img/s$",
+    assert_prints(out, r"^distributed \(S3 \+ Celery prefork, 1 process \+ Triton\): [\d.]+ img/s$",
                   r"^ratio distributed / in process: \d+\.\d\d$",
                   r"^  infer +[\d.]+ +[\d.]+%$")
 

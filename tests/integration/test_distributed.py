@@ -165,6 +165,28 @@ def test_a_worker_killed_mid_task_the_job_still_finishes_once(
         assert len(c.output_keys(job.id)) == 1
 
 
+def test_a_threads_pool_worker_holds_several_jobs_at_once_in_one_process(
+    tmp_path: Path, s3_endpoint: str, slow_triton: TritonServer
+) -> None:
+    """`clipline worker --pool threads`: while one job waits 3 s on Triton the others are
+    claimed and sent too, all by the same process; every job still ends exactly once."""
+    with cluster(tmp_path, s3_endpoint, SEGMENTER="triton", TRITON_URL=slow_triton.url) as c:
+        urls = [c.put_image(f"th{i}.jpg", jpeg(size=320)) for i in range(4)]
+        c.start_worker(concurrency=4, pool="threads")
+        batch = submit(c, *urls, tmp=tmp_path)
+        counts = c.wait_batch(batch, timeout=120)
+        assert counts[JobStatus.SUCCEEDED] == 4, c.logs()
+        jobs = c.ledger.list_jobs(batch_id=batch)
+        history = {j.id: c.ledger.events(j.id) for j in jobs}
+        claimed = [e.at for evs in history.values() for e in evs if e.action == "claimed"]
+        completed = [e.at for evs in history.values() for e in evs if e.action == "completed"]
+        assert len(claimed) == len(completed) == 4 and all(j.attempts == 1 for j in jobs)
+        assert max(claimed) < min(completed)  # all four in flight before the first finished
+        workers = {e.worker for evs in history.values() for e in evs if e.action == "claimed"}
+        assert len(workers) == 1, workers  # one process (host:pid) held them all
+        assert "worker_time_limits_not_enforced" in c.log_text()
+
+
 def test_redis_flushed_mid_run_every_job_still_finishes(dist: Cluster, tmp_path: Path) -> None:
     """Here the reconciler runs on Celery beat inside the worker (`clipline worker --beat`)."""
     data = jpeg(size=320)
