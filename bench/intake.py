@@ -128,7 +128,7 @@ def main() -> None:
 def _same_rows(engine: Engine, batch_id: uuid.UUID, specs: Iterable[JobSpec]) -> str:
     """Whether the first manifest line's stored job has the bucket, key, options, model and
     idempotency key of the row the raw COPY wrote for it."""
-    _, bucket, key, _, options, model, dedupe, _, _ = next(iter(copy_rows(specs)))
+    _, bucket, key, _, options, model, dedupe, *_ = next(iter(copy_rows(specs)))
     with engine.connect() as conn:
         stored = conn.execute(text(
             "SELECT source_bucket, source_key, options, model, idempotency_key FROM jobs"

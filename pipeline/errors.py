@@ -49,7 +49,10 @@ two refusals to recompose a job (``JobNotSucceeded``, ``LayersNotRecorded``; see
 ``pipeline.recompose``) derive from ``LedgerRefusal``.
 
 Requests refused before any job exists derive from ``UsageError`` (nothing recorded, nothing
-to retry): bad settings, fields, manifests, cursors and events; ``OpenTenantsUndecided`` (an
+to retry): bad settings, fields, manifests, cursors and events; output destinations that
+are malformed (``InvalidDestination``), outside the tenant's allowed outputs
+(``OutputNotAllowed``) or that collide within one submission (``DestinationCollision``, see
+``pipeline.output_keys``); ``OpenTenantsUndecided`` (an
 upgrade that must be told what open tenants become), ``CallbackRefused`` (a callback
 address inside the network, ``pipeline.callback_address``) and ``ModelExists`` (registering a
 trained model under a name, or a Triton version, that is taken: ``pipeline.model_store``).
@@ -419,3 +422,23 @@ class ModelExists(UsageError):
     already holds that version (``pipeline.model_store``)."""
 
     reason = "model_exists"
+
+
+class InvalidDestination(UsageError):
+    """An output destination that cannot be used (``pipeline.output_keys``): a bad bucket name,
+    a key template with an unknown placeholder or an unbalanced brace, or a resolved key that
+    is empty, too long, has an empty, ``.`` or ``..`` segment, or would overwrite its source."""
+
+    reason = "invalid_output"
+
+
+class OutputNotAllowed(UsageError):
+    """An output outside the tenant's own area and its ``allowed_outputs`` rules."""
+
+    reason = "output_not_allowed"
+
+
+class DestinationCollision(UsageError):
+    """Two different jobs of one submission would write the same output object."""
+
+    reason = "output_key_collision"

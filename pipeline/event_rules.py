@@ -4,7 +4,10 @@ A TOML file of ``[[rule]]`` tables, checked whole at start (``EventRules.load``)
 stops ``clipline events`` (and the webhook) with the rule named, never at the first event it
 would have matched. Every field is held to ``pipeline.fields``, the same limits as the API's
 and the manifests': a bucket name, a key prefix, a tenant id, a priority from -100 to 100, a
-model name, and the output options. Pure: no I/O beyond reading the file.
+model name, the output options, and where the cut-outs go (``[rule.output]``: ``bucket`` and
+``key_template``, as the API's ``output``; see ``pipeline.output_keys``). A rule whose cut-outs
+could land where a rule watches is refused: each cut-out would be cut out again, for ever.
+Pure: no I/O beyond reading the file.
 """
 
 from __future__ import annotations
@@ -16,11 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import fields
-from pipeline.errors import InvalidField, InvalidOptions, InvalidSettings, ModelNotServed
+from pipeline.errors import (
+    InvalidDestination,
+    InvalidField,
+    InvalidOptions,
+    InvalidSettings,
+    ModelNotServed,
+)
 from pipeline.models import DEFAULT_MODEL, check_served
 from pipeline.options import OutputOptions
+from pipeline.output_keys import Destination, tenant_area
 
-RULE_FIELDS = frozenset({"bucket", "prefix", "tenant", "priority", "model", "options"})
+RULE_FIELDS = frozenset({"bucket", "prefix", "tenant", "priority", "model", "options",
+                         "output"})
+OUTPUT_FIELDS = frozenset({"bucket", "key_template"})
 
 
 # -- rules ------------------------------------------------------------------------------------
@@ -34,6 +46,7 @@ class Rule:
     priority: int = 0
     model: str = DEFAULT_MODEL
     options: Mapping[str, Any] = field(default_factory=dict)  # normalised (OutputOptions)
+    output: Destination | None = None  # None: the service's bucket, the default key
 
     @property
     def name(self) -> str:
@@ -45,22 +58,26 @@ class EventRules:
     """Which writes become jobs, for whom, with what options. A TOML file of ``[[rule]]``
     tables: ``bucket``, ``prefix`` (default: the whole bucket), ``tenant``, ``priority``
     (default 0), ``model`` (default: the settings' model; one of the served models, when
-    ``served`` is given) and ``[rule.options]``."""
+    ``served`` is given), ``[rule.options]`` and ``[rule.output]`` (``bucket``,
+    ``key_template``)."""
 
     rules: tuple[Rule, ...]
 
     @classmethod
     def load(cls, path: Path, *, model: str = DEFAULT_MODEL,
-             served: tuple[str, ...] | None = None) -> EventRules:
+             served: tuple[str, ...] | None = None,
+             output_prefix: str = "cutouts") -> EventRules:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise InvalidSettings(f"events rules file {path}: {exc.strerror or exc}") from exc
-        return cls.parse(text, source=str(path), model=model, served=served)
+        return cls.parse(text, source=str(path), model=model, served=served,
+                         output_prefix=output_prefix)
 
     @classmethod
     def parse(cls, text: str, *, source: str = "rules", model: str = DEFAULT_MODEL,
-              served: tuple[str, ...] | None = None) -> EventRules:
+              served: tuple[str, ...] | None = None,
+              output_prefix: str = "cutouts") -> EventRules:
         """Every rule checked, options included, so a bad file stops ``clipline events`` at
         start with the rule named, not at the first event it would have matched. With
         ``served`` (the settings' served models), a rule's model must be one of them."""
@@ -80,6 +97,7 @@ class EventRules:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise InvalidSettings(f"{source}: more than one rule for {', '.join(twice)}")
+        _refuse_loops(rules, source, output_prefix)
         return cls(rules)
 
     def match(self, bucket: str, key: str) -> Rule | None:
@@ -111,7 +129,8 @@ def _rule(item: Any, where: str, model: str, served: tuple[str, ...] | None) -> 
             bucket=fields.BUCKET.check(bucket), prefix=fields.PREFIX.check(prefix),
             tenant=fields.TENANT.check(item.get("tenant")),
             priority=fields.PRIORITY.check(item.get("priority", 0)),
-            model=fields.MODEL.check(item.get("model", model)), options=_options(item, where))
+            model=fields.MODEL.check(item.get("model", model)), options=_options(item, where),
+            output=_output(item, where))
     except InvalidField as exc:
         raise InvalidSettings(f"{where}: {exc.field!r}: {exc.problem}") from exc
     if served is not None:
@@ -131,3 +150,44 @@ def _options(item: Mapping[str, Any], where: str) -> dict[str, Any]:
         return OutputOptions.parse(options).normalised()
     except InvalidOptions as exc:
         raise InvalidSettings(f"{where}: options: {exc.message}") from exc
+
+
+def _output(item: Mapping[str, Any], where: str) -> Destination | None:
+    output = item.get("output")
+    if output is None:
+        return None
+    if not isinstance(output, dict):
+        raise InvalidSettings(f"{where}: 'output' must be a table")
+    unknown = ", ".join(sorted(map(fields.shown, set(output) - OUTPUT_FIELDS)))
+    if unknown:
+        raise InvalidSettings(f"{where}: output: unknown field(s) [{unknown}]; "
+                              f"known: {sorted(OUTPUT_FIELDS)}")
+    bucket, template = output.get("bucket"), output.get("key_template")
+    for name, value in (("bucket", bucket), ("key_template", template)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidSettings(f"{where}: output: {name!r} must be a string")
+    try:
+        return Destination.of(bucket, template)
+    except InvalidDestination as exc:
+        raise InvalidSettings(f"{where}: output: {exc}") from exc
+
+
+def _refuse_loops(rules: tuple[Rule, ...], source: str, output_prefix: str) -> None:
+    """Refuse a rule whose cut-outs could land in a bucket and prefix that a rule watches.
+    Cut-outs in the service's own bucket need no check: ``route`` never takes what lies under
+    the output prefix as a source, and the tenant may write nowhere else there."""
+    for rule in rules:
+        if rule.output is None or rule.output.bucket is None:
+            continue
+        area = tenant_area(output_prefix, rule.tenant)
+        template = rule.output.template
+        start = (area + "/" if template is None
+                 else template.fixed_prefix({"prefix": area, "tenant": rule.tenant}))
+        for other in rules:
+            if other.bucket == rule.output.bucket and (
+                    start.startswith(other.prefix) or other.prefix.startswith(start)):
+                raise InvalidSettings(
+                    f"{source}: rule {rule.name}: its cut-outs (s3://{rule.output.bucket}/"
+                    f"{fields.escaped(start, 200)}…) could land where rule {other.name} "
+                    "watches, and be cut out again for ever; give the output a prefix that no "
+                    "rule watches")

@@ -43,10 +43,11 @@ from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
 from pipeline import fields, json_limits, logs
-from pipeline.errors import InvalidEvent, InvalidField, TransientError
+from pipeline.errors import InvalidDestination, InvalidEvent, InvalidField, TransientError
 from pipeline.event_rules import EventRules, Rule
 from pipeline.intake import is_image_key
 from pipeline.jobs import Dispatch, Job, JobSpec, SubmitResult, dedupe_key_of
+from pipeline.output_keys import Placer, output_allowed, tenant_area
 from pipeline.ports import Queue
 from pipeline.tenants import Tenant, note_allow_any, source_allowed
 
@@ -58,6 +59,8 @@ NOT_AN_IMAGE = "not_an_image"
 OWN_OUTPUT = "own_output"
 UNKNOWN_TENANT = "unknown_tenant"
 SOURCE_NOT_ALLOWED = "source_not_allowed"
+OUTPUT_NOT_ALLOWED = "output_not_allowed"  # the rule's output is outside the tenant's
+INVALID_OUTPUT = InvalidDestination.reason  # the rule's key template cannot place this key
 INVALID_FIELD = InvalidField.reason  # a bucket, key or version the ledger cannot hold
 
 MAX_NESTING = 2  # an SNS envelope around an S3 event; nothing nests deeper
@@ -73,11 +76,18 @@ class ObjectCreated:
     size: int | None = None
     etag: str | None = None  # without quotes
 
-    def spec(self, rule: Rule) -> JobSpec:
-        """The job this write asks for under ``rule`` (see the module's idempotency notes)."""
+    def spec(self, rule: Rule, *, output_prefix: str = "cutouts",
+             output_bucket: str | None = None) -> JobSpec:
+        """The job this write asks for under ``rule`` (see the module's idempotency notes),
+        with the rule's output destination resolved for this key (``InvalidDestination`` when
+        its template cannot place it). The tenant's output allowlist is checked when the
+        tenant is known (``record_events``)."""
         version = self.version_id or (f'"{self.etag}"' if self.etag else None)
         spec = JobSpec(bucket=self.bucket, key=self.key, version=version, options=rule.options,
                        model=rule.model, priority=rule.priority)
+        if rule.output is not None:
+            spec = Placer(rule.output, rule.tenant, tenant=None, output_prefix=output_prefix,
+                          own_bucket=output_bucket).place(spec)
         if self.version_id is None and self.sequencer:
             # '#' cannot end a canonical JSON identity: no derived key can equal this one.
             key = dedupe_key_of(f"{spec.identity()}#{self.sequencer}")
@@ -237,8 +247,14 @@ def route(records: Iterable[ObjectCreated], rules: EventRules, *,
         elif rule is None:
             reason = NO_RULE
         else:
-            specs.append((rule.tenant, event.spec(rule)))
-            continue
+            try:
+                specs.append((rule.tenant, event.spec(rule, output_prefix=output_prefix,
+                                                      output_bucket=output_bucket)))
+                continue
+            except InvalidDestination as exc:
+                reason = INVALID_OUTPUT
+                log.warning("event_output_refused", bucket=event.bucket,
+                            key=fields.escaped(event.key, 300), problem=str(exc))
         skipped.append(Skipped(event.bucket, event.key, reason, rule.tenant if rule else None))
     return Routing(specs, skipped)
 
@@ -293,6 +309,11 @@ def record_events(records: Iterable[ObjectCreated], rules: EventRules, ledger: S
         if tenant is None or not source_allowed(tenant, spec.bucket, spec.key):
             reason = UNKNOWN_TENANT if tenant is None else SOURCE_NOT_ALLOWED
             skipped.append(Skipped(spec.bucket, spec.key, reason, tenant_id))
+            continue
+        area = tenant_area(output_prefix, tenant_id)
+        if spec.output is not None and not output_allowed(
+                tenant, spec.output_bucket, spec.output_key or area + "/", area):
+            skipped.append(Skipped(spec.bucket, spec.key, OUTPUT_NOT_ALLOWED, tenant_id))
             continue
         note_allow_any(tenant, "events", f"s3://{spec.bucket}/{spec.key}")
         result = ledger.submit(spec, tenant=tenant_id)

@@ -85,13 +85,21 @@ def canonical_json(value: Any) -> str:
 
 
 def identity_text(
-    bucket: str, key: str, version: str | None, options_json: str, model: str
+    bucket: str, key: str, version: str | None, options_json: str, model: str,
+    output: tuple[str | None, str | None] | None = None,
 ) -> str:
     """``canonical_json([bucket, key, version, options, model])``, given the options already
-    serialised canonically, so a manifest's shared options are serialised once, not per line."""
+    serialised canonically, so a manifest's shared options are serialised once, not per line.
+    A job with an output destination (``output``: its bucket and resolved key) has them as a
+    sixth member, so the same source sent to two places is two jobs, while the identity of a
+    job without one is what it always was."""
     quote = encode_basestring
     ver = "null" if version is None else quote(version)
-    return f"[{quote(bucket)},{quote(key)},{ver},{options_json},{quote(model)}]"
+    text = f"[{quote(bucket)},{quote(key)},{ver},{options_json},{quote(model)}"
+    if output is None:
+        return text + "]"
+    out_bucket, out_key = ("null" if v is None else quote(v) for v in output)
+    return f"{text},[{out_bucket},{out_key}]]"
 
 
 def dedupe_key_of(identity: str) -> str:
@@ -115,6 +123,17 @@ class JobSpec:
     deadline: datetime | None = None
     """When the client gave a deadline instead of a priority (``priority`` is then derived from
     it): kept so that an explicit idempotency key compares the deadline as sent."""
+    output_bucket: str | None = None
+    """Where the cut-out goes (``pipeline.output_keys``); None: the service's output bucket."""
+    output_key: str | None = None
+    """The resolved output key; None: the default key, ``<prefix>/<tenant>/<job id>.<ext>``."""
+
+    @property
+    def output(self) -> tuple[str | None, str | None] | None:
+        """(output bucket, output key), or None when the job goes to the default place."""
+        if self.output_bucket is None and self.output_key is None:
+            return None
+        return self.output_bucket, self.output_key
 
     def dedupe_key(self) -> str:
         """The explicit idempotency key, or one derived from everything that shapes the output.
@@ -138,7 +157,8 @@ class JobSpec:
         """Everything that shapes the output, canonically serialised (``options_json``: the
         options' ``canonical_json``, when the caller already has it)."""
         options = canonical_json(dict(self.options)) if options_json is None else options_json
-        return identity_text(self.bucket, self.key, self.version, options, self.model)
+        return identity_text(self.bucket, self.key, self.version, options, self.model,
+                             self.output)
 
     def request(self, callback_url: str | None = None) -> dict[str, Any]:
         """The request as the client made it, canonically: what an explicit idempotency key
@@ -150,6 +170,8 @@ class JobSpec:
             "options": dict(self.options), "model": self.model,
             "priority": None if self.deadline is not None else self.priority,
             "deadline": deadline, "callback_url": callback_url,
+            "output": None if self.output is None else {"bucket": self.output_bucket,
+                                                        "key": self.output_key},
         }
 
 
@@ -202,6 +224,8 @@ class Job:
     callback_next_at: datetime | None = None
     outage_since: datetime | None = None  # a shared dependency has failed it since (retry.py)
     request: Mapping[str, Any] | None = None  # JobSpec.request(), for an explicit key only
+    output_bucket: str | None = None  # None: the service's output bucket
+    output_key: str | None = None  # resolved at submit; None: the default key
 
 
 @dataclass(frozen=True, slots=True)

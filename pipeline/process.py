@@ -202,6 +202,9 @@ def process_job(
     """Fetch the job's source, cut it out with the job's model (``job.model``, one of
     ``segmenters``), write the result; returns the job's result record.
 
+    The output goes to the job's own destination when it has one (``job.output_bucket``,
+    ``job.output_key``), else to ``output_bucket`` at ``output_key(job, options, prefix)``.
+
     Raises ``ModelNotServed`` (before anything is fetched) when ``segmenters`` does not serve
     the job's model, then the typed errors of each stage (``ObjectMissing``, ``CorruptImage``,
     ``InferenceUnavailable``, ...).
@@ -213,7 +216,10 @@ def process_job(
         data = store.get(job.bucket, job.key, version=job.version)
     prepared = prepare(data, segmenter.input_size, limits, timings)
     cut = _segment_and_finish(prepared, segmenter, options, job.model)
-    key = output_key(job, options, prefix)
+    # A destination named at submit (pipeline.output_keys) was resolved then: the same key on
+    # every attempt, like the default one.
+    key = job.output_key or output_key(job, options, prefix)
+    output_bucket = job.output_bucket or output_bucket
     provenance = {"job-id": str(job.id), "model": job.model,
                   "options-hash": options_hash(options, job.model)}
     stored: dict[str, Any] = {}

@@ -5,7 +5,8 @@ so a leaked database does not leak working keys; the key is shown once, when it 
 
 Sources are denied by default. A tenant's allowlist is a list of ``bucket/prefix`` entries; a
 source is allowed when its ``bucket/key`` starts with one of them (``photos/`` allows the whole
-bucket). No entries means no source at all. Every source is allowed only when the operator
+bucket). No entries means no source at all. Outputs have an allowlist of the same form
+(``allowed_outputs``, see ``pipeline.output_keys``). Every source is allowed only when the operator
 said so for that tenant (``allow_any``, ``clipline tenants create ID --allow-any``): a stored,
 visible choice, logged (``allow_any_used``) each time a door relies on it. Without it, a
 tenant's key would lend the service's own storage credentials to whoever holds it.
@@ -33,6 +34,9 @@ class Tenant:
     name: str
     allowed_sources: tuple[str, ...] = ()
     allow_any: bool = False
+    allowed_outputs: tuple[str, ...] = ()
+    """``bucket/prefix`` rules where the tenant may have cut-outs written, beyond its own area
+    of the service's bucket (``pipeline.output_keys``); ``allow_any`` never extends to them."""
 
     def describe_sources(self) -> str:
         """One line for people: what this tenant may read."""
@@ -41,6 +45,11 @@ class Tenant:
         if not self.allowed_sources:
             return "no source (add one with --allow bucket/prefix)"
         return ", ".join(self.allowed_sources)
+
+    def describe_outputs(self) -> str:
+        """One line for people: where this tenant may have cut-outs written."""
+        own = "its own area of the service's bucket"
+        return ", ".join((own, *self.allowed_outputs))
 
 
 def new_api_key() -> str:

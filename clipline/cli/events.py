@@ -188,7 +188,8 @@ def _intake(settings: Settings, rules_file: Path | None, wait: int) -> Intake:
     path = rules_file or settings.events_rules_file
     if path is None:
         raise InvalidSettings("no rules: set CLIPLINE_EVENTS_RULES_FILE or pass --rules")
-    rules = EventRules.load(path, model=settings.model, served=settings.served)
+    rules = EventRules.load(path, model=settings.model, served=settings.served,
+                            output_prefix=settings.output_prefix)
     ledger = checked_ledger(settings)
     try:
         tenants = TenantStore(ledger.engine, ledger.clock)

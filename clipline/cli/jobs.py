@@ -43,11 +43,17 @@ def status(
     batch: uuid.UUID | None = typer.Option(None, "--batch", help="Counts for one batch."),
     run: Path | None = RUN,
     tenant: str = TENANT,
+    report: Path | None = typer.Option(
+        None, "--report", dir_okay=False, help="With --batch: write the batch's results "
+        "manifest to this file, one row per job (CSV for *.csv, else JSON lines), the same "
+        "rows the reconciler writes beside the batch's cut-outs."),
 ) -> None:
     """Print one job (status, attempts, last error, result), or a batch's counts by status with
     its dead letters by reason."""
     if (job is None) == (batch is None):
         raise typer.BadParameter("give a JOB id or --batch ID (one of them)")
+    if report is not None and batch is None:
+        raise typer.BadParameter("--report needs --batch ID")
     ledger = _ledger(run)
     try:
         if job is not None:
@@ -56,6 +62,8 @@ def status(
                 "id": str(found.id), "status": found.status.value, "attempts": found.attempts,
                 "max_attempts": found.max_attempts, "source": f"{found.bucket}/{found.key}",
                 "error": found.last_error_code, "message": found.last_error_message,
+                "destination": None if found.output_bucket is None and found.output_key is None
+                else {"bucket": found.output_bucket, "key": found.output_key},
                 "result": found.result,
             }, indent=2, default=str))
             return
@@ -67,6 +75,11 @@ def status(
             typer.echo(f"  dead by {reason}: {n}")
         if run is not None:
             _refused(ledger, batch)
+        if report is not None:
+            from pipeline.batch_report import write_local
+
+            written = write_local(report, ledger.batch_jobs(batch))
+            typer.echo(f"report: {written} job(s) written to {fields.escaped(str(report))}")
     finally:
         ledger.close()
 

@@ -17,6 +17,7 @@ from pipeline.fields import shown
 from pipeline.intake import manifest_lines, prefix_specs, queued_pages, specs_of, url_spec
 from pipeline.jobs import DEFAULT_TENANT, Dispatch, JobSpec
 from pipeline.models import check_served
+from pipeline.output_keys import Destination, Placer
 from pipeline.settings import Settings
 
 PAGE = 1000
@@ -42,13 +43,21 @@ def submit(
     bg_color: str | None = typer.Option(None, help="Flatten onto this colour."),
     subject: str = typer.Option("all", help="all: the whole mask; main: the main subject(s)."),
     progress: bool = typer.Option(True, help="Show progress bars on a terminal."),
+    output_bucket: str | None = typer.Option(
+        None, "--output-bucket", help="Write the cut-outs to this bucket (default: "
+        "CLIPLINE_S3_OUTPUT_BUCKET). The operator's own command: no output allowlist applies."),
+    key_template: str | None = typer.Option(
+        None, "--key-template", help="Output keys from the source key, e.g. "
+        "'{prefix}/{key_dir}/{key_stem}.{ext}' (placeholders: prefix tenant bucket key key_dir "
+        "key_name key_stem key_ext ext model). Two jobs that would write one key refuse the "
+        "batch. Default: <prefix>/<job id>.<ext>."),
 ) -> None:
     """Record jobs in the ledger as one batch, then publish their wake-up messages.
 
     Exactly one source: URLs, --prefix or --manifest. Submitting the same objects with the same
     options again creates no new jobs (they are reported as already known). The batch is
-    recorded in one transaction, and a manifest is checked whole first: a bad line refuses it
-    before anything is written.
+    recorded in one transaction, and a manifest is checked whole first: a bad line, or two
+    jobs whose --key-template makes one key, refuses it before anything is written.
     """
     if sum([bool(urls), prefix is not None, manifest is not None]) != 1:
         raise typer.BadParameter("give S3 URLs, --prefix or --manifest (exactly one)")
@@ -61,21 +70,31 @@ def submit(
         .normalised(),
         "priority": priority, "model": check_served(model or settings.model, settings.served),
     }
+    destination = Destination.of(output_bucket, key_template)
+
+    def placed(specs: Iterable[JobSpec]) -> Iterable[JobSpec]:
+        if destination is None:
+            return specs
+        return Placer(destination, tenant, tenant=None, output_prefix=settings.output_prefix,
+                      own_bucket=settings.s3_output_bucket).place_all(specs)
+
     # A first pass refuses a bad manifest line, URL or prefix before anything is written (a
     # prefix is listed only once, while recording: its keys are counted then).
     total: int | None = None
     if prefix is not None:
         _prefix(prefix)
     else:
-        total = sum(1 for _ in _specs(settings, urls, None, manifest, defaults))
+        total = sum(1 for _ in placed(_specs(settings, urls, None, manifest, defaults)))
     ledger = checked_ledger(settings)
     try:
         ledger.ensure_tenant(tenant)
         batch_id = ledger.create_batch(tenant, label=label, batch_id=batch)
-        specs = _specs(settings, urls, prefix, manifest, defaults)
+        specs = placed(_specs(settings, urls, prefix, manifest, defaults))
         with ProgressBar(total, progress and console.is_terminal, "recording", "job") as advance:
             result = ledger.submit_many(_counted(specs, advance), tenant=tenant,
                                         batch_id=batch_id)
+        if batch is not None and result.inserted:
+            ledger.report_due(batch_id)  # a finished batch grew: report it again when done
         sent = _publish(ledger, batch_id, progress)
     finally:
         ledger.close()

@@ -51,6 +51,13 @@ def create(
     allow_any: bool | None = typer.Option(
         None, "--allow-any/--no-allow-any", help="Let the tenant submit every source Clipline's "
         "own credentials can read (a deliberate choice, logged when used), or stop that."),
+    allow_output: list[str] | None = typer.Option(
+        None, "--allow-output", help="Where else than its own area of the output bucket the "
+        "tenant may have cut-outs written, bucket/prefix (repeatable). Replaces the tenant's "
+        "output rules; --allow-any does not extend to outputs."),
+    clear_allow_output: bool = typer.Option(
+        False, "--clear-allow-output", help="Empty the output rules: cut-outs go only to the "
+        "tenant's own area of the output bucket."),
 ) -> None:
     """Create a tenant, or change what the options name (nothing else: a rename keeps the
     allowlist, keys and callback secret). A new tenant may submit no source until --allow."""
@@ -62,14 +69,19 @@ def create(
     if allow_any and (allow or clear_allow):
         raise UsageError("--allow-any allows every source: give it without --allow or "
                          "--clear-allow")
+    if allow_output and clear_allow_output:
+        raise UsageError("give --allow-output or --clear-allow-output, not both")
     rules = [] if clear_allow else (allow or None)
+    outputs = [] if clear_allow_output else (allow_output or None)
     try:
-        found = _store().save(tenant_id, name, rules, allow_any=allow_any)
+        found = _store().save(tenant_id, name, rules, allow_any=allow_any,
+                              allowed_outputs=outputs)
     except InvalidField:
         raise  # already a usage error, with its field and code
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    typer.echo(f"tenant {found.id} ({found.name}): {found.describe_sources()}")
+    typer.echo(f"tenant {found.id} ({found.name}): {found.describe_sources()}; outputs: "
+               f"{found.describe_outputs()}")
     if found.allow_any:
         typer.echo(f"warning: {found.id}'s keys can have Clipline read every bucket its "
                    "credentials reach; prefer --allow bucket/prefix", err=True)
@@ -113,6 +125,7 @@ def show(tenant_id: str = typer.Argument(...)) -> None:
                            "allowed_sources": list(found.allowed_sources),
                            "allow_any": found.allow_any,
                            "sources": found.describe_sources(),
+                           "allowed_outputs": list(found.allowed_outputs),
                            "keys": store.keys(tenant_id)}, indent=2, default=str))
 
 

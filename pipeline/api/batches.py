@@ -19,9 +19,9 @@ from fastapi import APIRouter, BackgroundTasks, Depends
 
 from pipeline import logs
 from pipeline.api.deps import ApiDeps, deps, tenant
-from pipeline.api.jobs import callback_url, check_source, chosen_model, publish
+from pipeline.api.jobs import callback_url, check_source, chosen_model, placer, publish
 from pipeline.api.problems import Problem
-from pipeline.api.schemas import BatchRequest, BatchView
+from pipeline.api.schemas import BatchReportView, BatchRequest, BatchView, Output
 from pipeline.batches import EXPANDING, FAILED, PUBLISHING, READY
 from pipeline.errors import (
     ClipError,
@@ -35,6 +35,7 @@ from pipeline.intake import manifest_lines, prefix_specs, queued_pages, specs_of
 from pipeline.jobs import JobSpec, JobStatus
 from pipeline.models import check_served
 from pipeline.options import OutputOptions
+from pipeline.output_keys import Placer
 from pipeline.tenants import Tenant, note_allow_any
 
 router = APIRouter(prefix="/v1", tags=["batches"])
@@ -53,7 +54,9 @@ def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = 
     if sum(x is not None for x in (body.items, body.manifest, body.prefix)) != 1:
         raise Problem(422, "one_source_required", "Give exactly one of items, manifest, prefix")
     hook = callback_url(d, body.callback_url)
+    announce = callback_url(d, body.report_callback_url)
     model = chosen_model(d, body.model)
+    place = placer(d, who, body.output)
     defaults = {"options": OutputOptions.parse(body.options).normalised(),
                 "priority": body.priority, "model": model}
     if body.items is not None:
@@ -64,8 +67,12 @@ def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = 
                          model=chosen_model(d, i.model or model)) for i in body.items]
         for spec in specs:
             check_source(who, spec.bucket, spec.key, door=None)
+        if place is not None:  # refused at once (403, 422), before the batch exists
+            specs = list(place.place_all(specs))
         note_allow_any(who, "api_batch", f"{len(specs)} items")
         batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": EXPANDING})
+        if announce is not None:
+            d.ledger.set_batch_callback(batch_id, announce)
         expand(d, who, batch_id, iter(specs), hook)
     else:
         if d.store is None:
@@ -79,7 +86,10 @@ def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = 
             bucket, _, prefix = body.prefix.removeprefix("s3://").partition("/")
             check_source(who, bucket, prefix, door="api_prefix")
         batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": EXPANDING})
-        background.add_task(expand, d, who, batch_id, source_specs(d, body, defaults), hook)
+        if announce is not None:
+            d.ledger.set_batch_callback(batch_id, announce)
+        background.add_task(expand, d, who, batch_id, source_specs(d, body, defaults), hook,
+                            place)
     return batch_view(d, who, batch_id)
 
 
@@ -103,13 +113,16 @@ def source_specs(d: ApiDeps, body: BatchRequest, defaults: dict[str, Any]) -> It
 
 
 def expand(d: ApiDeps, who: Tenant, batch_id: uuid.UUID, specs: Iterator[JobSpec],
-           hook: str | None = None) -> None:
-    """Insert the batch's jobs in one transaction, publish them, record the outcome."""
+           hook: str | None = None, place: Placer | None = None) -> None:
+    """Insert the batch's jobs in one transaction, publish them, record the outcome. With
+    ``place``, each job gets its output destination; a line outside the tenant's allowed
+    outputs or two jobs writing one object fail the batch (``output_not_allowed``,
+    ``output_key_collision``), like a bad line."""
     def allowed() -> Iterator[JobSpec]:
         for spec in specs:  # every line of a manifest, every key under a prefix
             check_source(who, spec.bucket, spec.key, door=None)
             check_served(spec.model, d.settings.served)  # a manifest line may name one
-            yield spec
+            yield spec if place is None else place.place(spec)
 
     try:
         result = d.ledger.submit_many(allowed(), tenant=who.id, batch_id=batch_id,
@@ -151,10 +164,24 @@ def batch_view(d: ApiDeps, who: Tenant, batch_id: uuid.UUID) -> BatchView:
     left = counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING]
     eta = now + timedelta(minutes=left / per_minute) if per_minute and left else None
     meta = dict(row["meta"] or {})
+    report = meta.pop("report", None)
     return BatchView(
         id=row["id"], label=row["label"], state=meta.pop("state", "ready"),
         expansion=meta or None,
         counts={s.value: counts[s] for s in JobStatus}, dead_by_reason=dict(counts.dead_by_reason),
         throughput_per_minute=float(per_minute), estimated_finish=eta,
         created_at=row["created_at"],
+        report=report_view(d, report) if report and row.get("reported_at") else None,
     )
+
+
+def report_view(d: ApiDeps, report: dict[str, Any]) -> BatchReportView:
+    """The recorded report with a presigned URL for each file (when a store is configured)."""
+    def output(key: str) -> Output:
+        url = (d.store.presign(report["bucket"], key, d.settings.api_presign_seconds)
+               if d.store is not None else None)
+        return Output(bucket=report["bucket"], key=key, url=url)
+
+    return BatchReportView(jsonl=output(report["jsonl"]), csv=output(report["csv"]),
+                           jobs=report["jobs"], counts=report["counts"],
+                           written_at=report["written_at"])

@@ -37,8 +37,8 @@ class WebhookResult(BaseModel):
 
 
 @cache
-def _rules(path: Path, model: str, served: tuple[str, ...]) -> EventRules:
-    return EventRules.load(path, model=model, served=served)
+def _rules(path: Path, model: str, served: tuple[str, ...], output_prefix: str) -> EventRules:
+    return EventRules.load(path, model=model, served=served, output_prefix=output_prefix)
 
 
 def _authorized(authorization: str | None = Header(default=None),
@@ -52,7 +52,7 @@ def _authorized(authorization: str | None = Header(default=None),
     given = token.encode() if scheme == "Bearer" else b""
     if not hmac.compare_digest(given, secret.get_secret_value().encode()):
         raise Problem(401, "unauthorized", "The webhook secret is missing or wrong")
-    return _rules(rules_file, d.settings.model, d.settings.served)
+    return _rules(rules_file, d.settings.model, d.settings.served, d.settings.output_prefix)
 
 
 async def _body(request: Request, _: EventRules = Depends(_authorized)) -> bytes:

@@ -17,6 +17,7 @@ from pipeline.api.schemas import (
     JobPage,
     JobRequest,
     JobView,
+    OutputRequest,
     Reason,
     RedriveRequest,
     RedriveResult,
@@ -27,6 +28,7 @@ from pipeline.errors import CallbackRefused, ClipError, ModelNotServed
 from pipeline.jobs import Dispatch, Job, JobSpec, JobStatus
 from pipeline.models import check_served
 from pipeline.options import OutputOptions
+from pipeline.output_keys import Destination, Placer
 from pipeline.tenants import Tenant, note_allow_any, source_allowed
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -61,6 +63,16 @@ def callback_url(d: ApiDeps, url: Any) -> str | None:
     except OSError:
         pass
     return text
+
+
+def placer(d: ApiDeps, who: Tenant, output: OutputRequest | None) -> Placer | None:
+    """What places a request's jobs where its ``output`` says (``pipeline.output_keys``); None
+    when it names no destination. A bad template is ``422 invalid_output`` here, at once."""
+    destination = None if output is None else Destination.of(output.bucket, output.key_template)
+    if destination is None:
+        return None
+    return Placer(destination, who.id, tenant=who, output_prefix=d.settings.output_prefix,
+                  own_bucket=d.settings.s3_output_bucket)
 
 
 def chosen_model(d: ApiDeps, requested: str | None) -> str:
@@ -120,13 +132,19 @@ def submit_job(
     names what differs. A deadline is compared as sent, so resending it later is the same
     request. Without a key, the same source, options and model answer `200` with the existing
     job, whatever the priority, deadline or callback_url: it is the same cut-out. `model` is
-    one of the served models (absent: the default); another is `422 model_not_served`."""
+    one of the served models (absent: the default); another is `422 model_not_served`.
+    `output` names where the cut-out goes (a bucket among the tenant's allowed outputs, else
+    `403 output_not_allowed`; a key template, else `422 invalid_output`); the resolved key is
+    in the answer's `destination` and is written on every attempt."""
     check_source(who, body.source.bucket, body.source.key)
     options = OutputOptions.parse(body.options).normalised()
     model = chosen_model(d, body.model)
     spec = JobSpec(bucket=body.source.bucket, key=body.source.key, version=body.source.version,
                    options=options, model=model, priority=priority(d, body),
                    idempotency_key=idempotency_key, deadline=body.deadline)
+    place = placer(d, who, body.output)
+    if place is not None:
+        spec = place.place(spec)
     result = d.ledger.submit(spec, tenant=who.id, callback_url=callback_url(d, body.callback_url))
     if result.created:
         publish(d, [result.job])

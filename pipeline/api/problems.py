@@ -21,11 +21,15 @@ from pipeline.errors import (
     JobNotFound,
     JobNotSucceeded,
     LayersNotRecorded,
+    OutputNotAllowed,
     TransitionRefused,
     UsageError,
 )
 
 MEDIA_TYPE = "application/problem+json"
+# Usage errors that are not 422: an output outside the tenant's allowed outputs is refused as
+# a source outside its allowlist is (the tenant may not, whatever it sends).
+USAGE_STATUS = {OutputNotAllowed.reason: 403}
 log = logs.get(__name__)
 
 
@@ -85,7 +89,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(UsageError)
     async def _usage(_: Request, exc: UsageError) -> JSONResponse:
-        return problem_response(422, exc.reason, "The request cannot be honoured", str(exc))
+        return problem_response(USAGE_STATUS.get(exc.reason, 422), exc.reason,
+                                "The request cannot be honoured", str(exc))
 
     @app.exception_handler(ClipError)
     async def _clip(_: Request, exc: ClipError) -> JSONResponse:

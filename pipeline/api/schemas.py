@@ -82,6 +82,38 @@ def prefix_url(value: str) -> str:
     return value
 
 
+KEY_TEMPLATE_DESCRIPTION = (
+    "A key template over the source key, resolved when the job is recorded, e.g. "
+    "`{prefix}/{key_dir}/{key_stem}.{ext}` to mirror the source tree. Placeholders: {prefix} "
+    "(the tenant's own area of the service's bucket, `cutouts/<tenant>`), {tenant}, {bucket}, "
+    "{key}, {key_dir}, {key_name}, {key_stem}, {key_ext}, {ext} (the output's), {model}; "
+    "`{{`/`}}` are literal braces. An empty {key_dir} takes its `/` along. Refused (422 "
+    "`invalid_output`): unknown placeholders, `..`/`.`/empty segments, keys over 1,024 bytes, an "
+    "output that would overwrite its source; two jobs of one batch writing one key are "
+    "`output_key_collision`. Absent: `<prefix>/<job id>.<ext>`.")
+
+
+class OutputRequest(BaseModel):
+    """Where the cut-outs go (``pipeline.output_keys``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: Bucket | None = Field(
+        default=None, description="The output bucket: one of the tenant's allowed outputs "
+        "(403 `output_not_allowed` otherwise). Absent: the service's output bucket, where the "
+        "tenant may write under its own area, {prefix}.")
+    key_template: str | None = Field(default=None, min_length=1, max_length=1024,
+                                     description=KEY_TEMPLATE_DESCRIPTION)
+
+
+class DestinationView(BaseModel):
+    """The destination recorded with a job: the bucket (null: the service's) and the key it
+    resolved to (null: the default key, `<prefix>/<job id>.<ext>`)."""
+
+    bucket: str | None
+    key: str | None
+
+
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -100,6 +132,9 @@ class JobRequest(BaseModel):
     callback_url: HttpUrl | None = Field(
         default=None, description="POSTed the finished job, signed with the tenant's secret "
         "(header Clipline-Signature).")
+    output: OutputRequest | None = Field(
+        default=None, description="Where the cut-out goes; absent: the service's bucket at "
+        "`<prefix>/<job id>.<ext>`. Part of what makes two requests the same job.")
 
 
 class SourceView(BaseModel):
@@ -129,6 +164,9 @@ class JobView(BaseModel):
     error: str | None = Field(description="Reason code of the last failure.")
     message: str | None
     output: Output | None
+    destination: DestinationView | None = Field(
+        default=None, description="The output destination the job was submitted with, "
+        "resolved; null: the default place.")
     result: dict[str, Any] | None = Field(
         description="Subject bbox, sizes, uncertainty, timings: what the worker recorded.")
     created_at: datetime
@@ -146,6 +184,8 @@ class JobView(BaseModel):
             max_attempts=job.max_attempts, error=job.last_error_code,
             message=job.last_error_message,
             output=Output(bucket=out["bucket"], key=out["key"], url=url) if out else None,
+            destination=(None if job.output_bucket is None and job.output_key is None else
+                         DestinationView(bucket=job.output_bucket, key=job.output_key)),
             result=result, created_at=job.created_at, finished_at=job.finished_at,
         )
 
@@ -188,6 +228,24 @@ class BatchRequest(BaseModel):
                                 + MODEL_DESCRIPTION)
     priority: Priority = 0
     callback_url: HttpUrl | None = Field(default=None, description="A callback for each job.")
+    report_callback_url: HttpUrl | None = Field(
+        default=None, description="The batch's own callback: POSTed (`type` "
+        "`batch.reported`, signed like a job's) once the batch has finished and its report is "
+        "written, with where the report is and the counts; again after a redrive finishes it.")
+    output: OutputRequest | None = Field(
+        default=None, description="Where every job's cut-out goes, its key template resolved "
+        "per job; two different jobs of the batch that would write one object refuse the "
+        "batch (`output_key_collision`).")
+
+
+class BatchReportView(BaseModel):
+    """Where a finished batch's results manifest is (``pipeline.batch_report``)."""
+
+    jsonl: Output
+    csv: Output
+    jobs: int = Field(description="Rows in the report: the batch's jobs.")
+    counts: dict[str, int] = Field(description="The jobs by status when it was written.")
+    written_at: datetime
 
 
 class BatchView(BaseModel):
@@ -207,6 +265,11 @@ class BatchView(BaseModel):
     throughput_per_minute: float = Field(description="Jobs finished in the last minute.")
     estimated_finish: datetime | None
     created_at: datetime
+    report: BatchReportView | None = Field(
+        default=None, description="The results manifest, once the batch has finished (every "
+        "job succeeded, dead or cancelled; the reconciler writes it within its interval): one "
+        "row per job in JSON lines and CSV. A redriven batch gets it rewritten when it "
+        "finishes again. Null until then.")
 
 
 class RedriveRequest(BaseModel):

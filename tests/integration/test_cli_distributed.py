@@ -116,3 +116,26 @@ def test_the_worker_refuses_a_ledger_that_is_not_migrated(dist: Cluster) -> None
     done = clipline(dist, "worker", CLIPLINE_DATABASE_URL=f"sqlite:///{dist.workdir}/empty.db")
     assert done.returncode == 2
     assert "run `clipline db upgrade`" in done.stderr
+
+
+def test_submit_with_a_key_template_records_each_jobs_key(dist: Cluster, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.txt"
+    manifest.write_text("s3://photos/2026/shoes/SKU 1.jpg\ns3://photos/top.png\n")
+    done = clipline(dist, "submit", "--manifest", str(manifest), "--tenant", "acme",
+                    "--key-template", "{prefix}/{key_dir}/{key_stem}.{ext}",
+                    "--output-bucket", "catalog", "--format", "webp")
+    assert done.returncode == 0, done.stderr
+    assert sorted((j.output_bucket, j.output_key) for j in dist.ledger.list_jobs()) == [
+        ("catalog", "cutouts/acme/2026/shoes/SKU 1.webp"), ("catalog", "cutouts/acme/top.webp")]
+
+
+def test_submit_refuses_a_manifest_whose_keys_collide(dist: Cluster, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.txt"
+    manifest.write_text("s3://photos/a/SKU1.jpg\ns3://photos/a/SKU1.png\n")
+    done = clipline(dist, "submit", "--manifest", str(manifest),
+                    "--key-template", "{prefix}/{key_dir}/{key_stem}.{ext}")
+    assert done.returncode == 2
+    assert "output_key_collision: items 1 and 2" in done.stderr
+    assert dist.ledger.list_jobs() == []
+    bad = clipline(dist, "submit", "s3://photos/a.jpg", "--key-template", "{sku}.png")
+    assert bad.returncode == 2 and "invalid_output" in bad.stderr

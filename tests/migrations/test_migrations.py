@@ -66,7 +66,7 @@ def test_upgrade_creates_the_default_tenant_and_is_repeatable(empty_url: str) ->
     upgrade(empty_url)
     upgrade(empty_url)  # a second run is a no-op
     engine = make_engine(empty_url)
-    assert current_revision(engine) == head_revision() == "0007"
+    assert current_revision(engine) == head_revision() == "0008"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id FROM tenants")).scalars().all() == ["default"]
     engine.dispose()
@@ -205,3 +205,38 @@ def test_0007_deny_closes_open_tenants(empty_url: str) -> None:
     assert _sources(empty_url) == {
         "default": ([], False), "acme": ([], False), "events-only": ([], False),
         "shoes": (["photos/shoes/"], False)}
+
+
+def test_0008_adds_the_destination_columns_and_a_downgrade_keeps_the_jobs(
+        empty_url: str) -> None:
+    from pipeline.adapters.ledger.sql import SqlLedger
+    from pipeline.jobs import JobSpec
+
+    upgrade(empty_url, "0007")
+    engine = make_engine(empty_url)
+    with engine.begin() as conn:  # a job as 0007 stored it: no destination columns
+        conn.execute(text(
+            "INSERT INTO jobs (id, tenant_id, source_bucket, source_key, options, model,"
+            " idempotency_key, status, max_attempts, not_before, created_at, updated_at"
+            + (", txid" if empty_url.startswith("sqlite") else "") + ") VALUES"
+            " (:id, 'default', 'photos', 'old.jpg', '{}', 'u2netp', 'k-old', 'queued', 3,"
+            " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP"
+            + (", 1" if empty_url.startswith("sqlite") else "") + ")"),
+            {"id": uuid.uuid4().hex if empty_url.startswith("sqlite") else str(uuid.uuid4())})
+    engine.dispose()
+    upgrade(empty_url)
+    engine = make_engine(empty_url)
+    ledger = SqlLedger(engine)
+    old = ledger.list_jobs()[0]
+    assert (old.key, old.output_bucket, old.output_key) == ("old.jpg", None, None)
+    ledger.submit(JobSpec(bucket="photos", key="new.jpg", output_key="cutouts/default/new.png"))
+    assert {c["name"] for c in inspect(engine).get_columns("tenants")} >= {"allowed_outputs"}
+    engine.dispose()
+    downgrade(empty_url, "0007")
+    engine = create_engine(empty_url)
+    columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
+    with engine.connect() as conn:
+        keys = sorted(conn.execute(text("SELECT source_key FROM jobs")).scalars())
+    engine.dispose()
+    assert "output_key" not in columns and "output_bucket" not in columns
+    assert keys == ["new.jpg", "old.jpg"]

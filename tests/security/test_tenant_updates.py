@@ -89,3 +89,17 @@ def test_contradictory_options_change_nothing(world: World, args: list[str]) -> 
     before = snapshot(world)
     assert world.cli("tenants", "create", "acme", *args).exit_code != 0
     assert snapshot(world) == before
+
+
+def test_output_rules_are_set_shown_kept_by_a_rename_and_cleared(world: World) -> None:
+    made = world.cli("tenants", "create", "acme", "--allow", "photos/",
+                     "--allow-output", "s3://catalog/cutouts")
+    assert made.exit_code == 0, made.output
+    assert "outputs: its own area of the service's bucket, catalog/cutouts" in made.output
+    assert world.cli("tenants", "create", "acme", "--name", "Acme EU").exit_code == 0
+    shown = json.loads(world.cli("tenants", "show", "acme").output)
+    assert shown["allowed_outputs"] == ["catalog/cutouts"]
+    assert world.cli("tenants", "create", "acme", "--clear-allow-output").exit_code == 0
+    assert json.loads(world.cli("tenants", "show", "acme").output)["allowed_outputs"] == []
+    both = world.cli("tenants", "create", "acme", "--allow-output", "c/", "--clear-allow-output")
+    assert both.exit_code != 0

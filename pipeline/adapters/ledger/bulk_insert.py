@@ -27,7 +27,7 @@ from pipeline.jobs import JobSpec, canonical_json, dedupe_key_of, new_id_text
 # Columns that differ per line; the rest of a row is the same for the whole call.
 VARYING = (
     "id", "source_bucket", "source_key", "source_version", "options", "model",
-    "idempotency_key", "priority", "request",
+    "idempotency_key", "priority", "request", "output_bucket", "output_key",
 )
 # The stored side of an explicit key's line, for refuse_request.
 STORED = ("source_bucket", "source_key", "source_version", "options", "model", "callback_url",
@@ -50,7 +50,7 @@ def _varying(spec: JobSpec, options_json: str, callback_url: str | None) -> tupl
     request = canonical_json(spec.request(callback_url)) if spec.explicit_key else None
     return (
         new_id_text(), spec.bucket, spec.key, spec.version, options_json, spec.model, key,
-        spec.priority, request,
+        spec.priority, request, spec.output_bucket, spec.output_key,
     )
 
 
@@ -79,7 +79,8 @@ def _copy_postgres(
         cur.execute(
             f"CREATE TEMP TABLE {staging} (id uuid, source_bucket text,"
             " source_key text, source_version text, options jsonb, model text,"
-            " idempotency_key text, priority smallint, request jsonb) ON COMMIT DROP"
+            " idempotency_key text, priority smallint, request jsonb, output_bucket text,"
+            " output_key text) ON COMMIT DROP"
         )
         with cur.copy(f"COPY {staging} ({', '.join(VARYING)}) FROM STDIN") as copy:
             for spec, options in _options_json(specs):

@@ -100,6 +100,7 @@ class MemoryLedger:
             callback_state="pending" if callback_url else None,
             callback_next_at=now if callback_url else None,
             request=spec.request(callback_url) if spec.explicit_key else None,
+            output_bucket=spec.output_bucket, output_key=spec.output_key,
         )
         self._jobs[job.id], self._keys[key], self._events[job.id] = job, job.id, []
         self._txid[job.id] = next(self._txids)

@@ -72,15 +72,21 @@ class LedgerQueries:
             .where(and_(*conds))
             .values(status=Q, attempts=0, not_before=now, updated_at=now, finished_at=None,
                     last_error_code=None, last_error_message=None, outage_since=None)
-            .returning(jobs.c.id)
+            .returning(jobs.c.id, jobs.c.batch_id)
         )
         with translated(), self.engine.begin() as conn:
-            moved = conn.execute(stmt).scalars().all()
+            rows = conn.execute(stmt).all()
+            moved = [r.id for r in rows]
             record(conn, [
                 {"job_id": i, "at": now, "action": "redriven", "from_status": "dead",
                  "to_status": Q, "attempt": 0, "worker": None}
                 for i in moved
             ])
+            # Their batches' reports are due again once they finish (pipeline.batch_report).
+            touched = list({r.batch_id for r in rows if r.batch_id is not None})
+            for start in range(0, len(touched), 500):
+                conn.execute(update(batches).where(batches.c.id.in_(touched[start:start + 500]))
+                             .values(reported_at=None))
         return len(moved)
 
     def cancel(self, job_id: uuid.UUID, *, tenant: str | None = None) -> Job:

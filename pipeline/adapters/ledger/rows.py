@@ -60,12 +60,15 @@ def to_job(row: Any) -> Job:
         callback_next_at=m["callback_next_at"],
         outage_since=m["outage_since"],
         request=m["request"],
+        output_bucket=m["output_bucket"],
+        output_key=m["output_key"],
     )
 
 
 def identity(job: Job) -> str:
     """The job's request identity, comparable with ``JobSpec.identity()``."""
-    return JobSpec(job.bucket, job.key, job.version, job.options, job.model).identity()
+    return JobSpec(job.bucket, job.key, job.version, job.options, job.model,
+                   output_bucket=job.output_bucket, output_key=job.output_key).identity()
 
 
 def refuse_reuse(job: Job, spec: JobSpec, callback_url: str | None) -> None:

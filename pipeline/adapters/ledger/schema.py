@@ -87,6 +87,9 @@ tenants = Table(
     Column("allow_any", Boolean, nullable=False, server_default=false()),
     # Signs completion callbacks (HMAC-SHA256); generated with the tenant.
     Column("callback_secret", String(64), nullable=True),
+    # Where else than its own area of the output bucket the tenant may have cut-outs written:
+    # a list of "bucket/prefix"; NULL or [] allows none (pipeline/output_keys.py).
+    Column("allowed_outputs", JSONDoc, nullable=True),
 )
 
 # API keys: only a SHA-256 of the key is kept; the key itself is shown once, at creation.
@@ -109,6 +112,16 @@ batches = Table(
     Column("label", Text, nullable=True),
     Column("meta", JSONDoc, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    # When the results manifest was last written for the batch's last finish; NULL: due once
+    # every job is final (a redrive clears it). See pipeline/batch_report.py.
+    Column("reported_at", UTCDateTime, nullable=True),
+    # Where to POST once the report is written (the batch's own callback, not its jobs'), and
+    # how delivery is going, as for a job's (pipeline/batch_callbacks.py).
+    Column("callback_url", Text, nullable=True),
+    Column("callback_state", String(16), nullable=True),
+    Column("callback_attempts", Integer, nullable=False, server_default="0"),
+    Column("callback_next_at", UTCDateTime, nullable=True),
+    Column("callback_error", Text, nullable=True),
     Index(None, "tenant_id", "created_at"),
 )
 
@@ -159,6 +172,10 @@ jobs = Table(
     # What the client sent (JobSpec.request), kept for a job made under an explicit
     # idempotency key so that a reuse with any difference is refused, naming it.
     Column("request", NullableJSONDoc, nullable=True),
+    # Where the cut-out goes, resolved at submit (pipeline/output_keys.py): NULL bucket is the
+    # service's output bucket, NULL key the default <prefix>/<tenant>/<job id>.<ext>.
+    Column("output_bucket", Text, nullable=True),
+    Column("output_key", Text, nullable=True),
     CheckConstraint(f"status IN ({STATUSES})", name="status"),
     CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
     # Idempotent intake: one job per key per tenant.

@@ -147,6 +147,7 @@ class SqlLedger(LedgerQueries, LedgerPublishing, LedgerCallbacks, LedgerBatches)
             "attempts": 0, "max_attempts": max_attempts or self.max_attempts, "not_before": now,
             "created_at": now, "updated_at": now, "published_at": now,
             "request": spec.request(callback_url) if spec.explicit_key else None,
+            "output_bucket": spec.output_bucket, "output_key": spec.output_key,
             **callback(callback_url, now),
         }
 

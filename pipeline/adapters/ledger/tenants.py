@@ -26,14 +26,16 @@ class TenantStore:
 
     def save(self, tenant_id: str, name: str | None = None,
              allowed_sources: Sequence[str] | None = None, *,
-             allow_any: bool | None = None) -> Tenant:
+             allow_any: bool | None = None,
+             allowed_outputs: Sequence[str] | None = None) -> Tenant:
         """Create the tenant, or change only what is named; returns the tenant as stored.
 
         ``None`` keeps what is stored (a new tenant: its id as name, no sources, not
         ``allow_any``). ``allowed_sources`` (``[]`` clears them) are then exactly what the
         tenant may read, so they also turn ``allow_any`` off; ``allow_any`` alone sets or
-        clears the deliberate "every source" and keeps the rules. Keys and the callback secret
-        are never touched here.
+        clears the deliberate "every source" and keeps the rules. ``allowed_outputs`` (``[]``
+        clears them) replace where, beyond its own area, the tenant may have cut-outs written.
+        Keys and the callback secret are never touched here.
 
         Raises ``ValueError`` (``InvalidField`` for a bad field) for a bad id or rule, or for
         sources together with ``allow_any=True``; ``LedgerUnavailable`` when the database is
@@ -50,10 +52,13 @@ class TenantStore:
             changes["allow_any"] = False
         if allow_any is not None:
             changes["allow_any"] = allow_any
+        if allowed_outputs is not None:
+            changes["allowed_outputs"] = [normalise_rule(r) for r in allowed_outputs]
         stmt = self._insert(tenants).values(
             id=tenant_id, name=name or tenant_id,
             allowed_sources=changes.get("allowed_sources", []),
             allow_any=changes.get("allow_any", False),
+            allowed_outputs=changes.get("allowed_outputs", []),
             callback_secret=secrets.token_hex(32))
         # An existing tenant keeps whatever this call does not name: its rules, its keys and
         # its callback secret (receivers already verify with it).
@@ -109,4 +114,5 @@ class TenantStore:
 
 def _tenant(row: Any) -> Tenant:
     # No rules stored (NULL, or JSON null from before migration 0007) is no source at all.
-    return Tenant(row.id, row.name, tuple(row.allowed_sources or ()), bool(row.allow_any))
+    return Tenant(row.id, row.name, tuple(row.allowed_sources or ()), bool(row.allow_any),
+                  tuple(row.allowed_outputs or ()))
