@@ -201,6 +201,19 @@ class Settings(BaseSettings):
         default=1024 * 1024 * 1024, description="Largest manifest object read from S3.")
     api_presign_seconds: PositiveInt = Field(
         default=3600, description="Lifetime of the presigned GET URL of a finished cut-out.")
+    removebg_wait_seconds: PositiveFloat = Field(
+        default=30.0, description="How long `POST /v1.0/removebg` waits for its job before it "
+        "answers 504 with the job's id to poll.")
+    removebg_poll_seconds: PositiveFloat = Field(
+        default=0.2, description="How often `POST /v1.0/removebg` reads its job's state.")
+    removebg_max_image_bytes: PositiveInt = Field(
+        default=7 * 1024 * 1024, description="Largest image `POST /v1.0/removebg` takes in "
+        "its body (413 above); base64 adds a third, so keep it under API_MAX_BODY_BYTES.")
+    removebg_upload_bucket: str | None = Field(
+        default=None, description="Bucket for images uploaded to `POST /v1.0/removebg`; "
+        "unset: S3_OUTPUT_BUCKET.")
+    removebg_upload_prefix: str = Field(
+        default="uploads", description="Key prefix of those uploads (then tenant, sha256).")
 
     callbacks_allow_http: bool = Field(
         default=False, description="Accept plain-http callback URLs (local development only).")

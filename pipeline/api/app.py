@@ -21,7 +21,17 @@ from prometheus_client import (
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.api import batch_listing, batches, events, jobs, previews, problems, recompose, ui
+from pipeline.api import (
+    batch_listing,
+    batches,
+    events,
+    jobs,
+    previews,
+    problems,
+    recompose,
+    removebg,
+    ui,
+)
 from pipeline.api.deps import ApiDeps
 from pipeline.api.door import Door
 from pipeline.api.problems import problem_response
@@ -48,10 +58,12 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.include_router(events.router)
     app.include_router(batch_listing.router)
     app.include_router(previews.router)
+    app.include_router(removebg.router)  # remove.bg's request and answer shapes
     app.include_router(ui.router)  # the review page's shell: no data, served without a key
     metrics = _Metrics()
     # The door answers 401/413 before a body is read; the metrics, outside it, count those too.
-    app.add_middleware(Door, api=app, keyless={events.WEBHOOK_PATH})
+    app.add_middleware(Door, api=app, keyless={events.WEBHOOK_PATH},
+                       dialects={removebg.PREFIX: removebg.refusal})
     app.add_middleware(_Observed, api=app, metrics=metrics)
 
     @app.get("/healthz", tags=["operations"])

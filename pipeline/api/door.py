@@ -4,9 +4,10 @@ In this order, each refusal answered at once, without reading what is left of th
 
 1. a ``Content-Length`` over ``CLIPLINE_API_MAX_BODY_BYTES``, or not a number: ``413`` (uvicorn
    answers a Content-Length that is not a number with 400 itself; another server may not);
-2. under ``/v1/`` (but for the paths named ``keyless``: the webhook has its own secret), the API
-   key: looked up, and its rate taken, in a worker thread, before a byte of the body is read
-   (``401``, ``429``). The tenant goes into the scope, where ``deps.tenant`` finds it;
+2. under ``/v1/`` and ``/v1.0/`` (but for the paths named ``keyless``: the webhook has its
+   own secret), the API key: looked up, and its rate taken, in a worker thread, before a byte
+   of the body is read (``401``, ``429``). The tenant goes into the scope, where
+   ``deps.tenant`` finds it;
 3. a JSON body on those routes is read here, counted as it streams (chunked or not): ``413`` as
    soon as the count passes the limit. Then ``pipeline.json_limits`` scans it before FastAPI
    parses it: nested too deep is ``422 invalid_request``, naming the body;
@@ -14,13 +15,14 @@ In this order, each refusal answered at once, without reading what is left of th
    the same ``413``.
 
 A refusal is rendered by the app's own exception handlers (``problems.install``): the door's
-answers are the same problems, with the same codes, as the routes'.
+answers are the same problems, with the same codes, as the routes'; under a prefix given a
+dialect (``/v1.0/``: remove.bg's error shape), by that dialect's renderer.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,7 +36,7 @@ from pipeline.api.deps import TENANT_SCOPE_KEY, ApiDeps, authenticate, presented
 from pipeline.api.problems import Problem
 from pipeline.errors import ClipError
 
-KEYED_PREFIX = "/v1/"
+KEYED_PREFIX = ("/v1/", "/v1.0/")  # /v1.0/: the remove.bg-compatible route (api.removebg)
 SCAN_ON_THE_LOOP_BYTES = 64 * 1024  # a larger body is scanned in a worker thread
 
 
@@ -52,8 +54,11 @@ def too_large(limit: int) -> Problem:
 
 
 class Door:
-    def __init__(self, app: ASGIApp, *, api: FastAPI, keyless: Collection[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, *, api: FastAPI, keyless: Collection[str] = (),
+                 dialects: Mapping[str, Callable[[Exception], Any]] | None = None) -> None:
         self.app, self.api, self.keyless = app, api, frozenset(keyless)
+        # path prefix -> renders a refusal in that route family's own error shape
+        self.dialects = dict(dialects or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,7 +109,11 @@ class Door:
         return _replay(body, receive)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
-        """Answer as the app's handler for ``exc`` would."""
+        """Answer as the app's handler for ``exc`` would (or the path's dialect)."""
+        render = next((r for p, r in self.dialects.items() if scope["path"].startswith(p)), None)
+        if render is not None:
+            await render(exc)(scope, receive, send)
+            return
         handler = next(found for cls in type(exc).__mro__
                        if (found := self.api.exception_handlers.get(cls)) is not None)
         response: Any = handler(Request(scope, receive), exc)
