@@ -1,4 +1,10 @@
-"""``clipline run SRC DST``: cut out every image of a folder tree, on this machine."""
+"""``clipline run SRC DST``: cut out every image of a folder tree, one file or a pipe, on this
+machine; ``--watch`` keeps a folder run going as images arrive.
+
+The doors (which SRC and DST go together) are ``clipline.cli.run_single``'s; a folder run's
+rounds are ``clipline.cli.run_session``'s, watching is ``clipline.cli.run_watch``'s, and what a
+person sees (progress, summary; all on stderr) is ``clipline.cli.run_report``'s.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from pipeline import bootstrap, fields, logs
-from pipeline.adapters.storage.file import FileStore
-from pipeline.embedded import (
-    STATE_DIR,
-    EmbeddedRun,
-    Summary,
-    batch_id_for,
-    run_lock,
-)
-from pipeline.errors import InvalidField, InvalidOptions, UsageError
-from pipeline.jobs import JobStatus
+from clipline.cli.run_report import ProgressBar, console, print_summary
+from clipline.cli.run_session import RunSession, check_folders
+from clipline.cli.run_single import InvalidArguments, cli_path, doors, run_one
+from clipline.cli.run_watch import report_stop, watch_folder
+from pipeline import bootstrap, logs
+from pipeline.embedded import STATE_DIR, Summary, run_lock
+from pipeline.errors import UsageError
 from pipeline.options import Edges, OutputOptions
 from pipeline.ports import Segmenter
-from pipeline.run_files import Scan, SourceUnreadable, scan, shown_name
-from pipeline.run_names import OutputOwners, plan_outputs
+from pipeline.run_files import SourceUnreadable, scan
 from pipeline.settings import Settings
+from pipeline.watch import DEFAULT_SETTLE
+
+# What other commands use from here (the progress bar, the summary, the folder run).
+__all__ = ["RUN_EDGES", "ProgressBar", "check_folders", "console", "output_options",
+           "print_summary", "run", "run_folder"]
 
 RUN_EDGES: Edges = "refine"
 """``clipline run``'s (and the demo's) default edges: the per-class tables of docs/QUALITY.md
 ("Clean and refined edges") favour it with both models. The services keep ``keep`` (the option's
 own default) until its cost beside a GPU engine is measured."""
-
-# soft_wrap: commands and paths stay on one line, so they can be copied (and parsed).
-console = Console(stderr=True, soft_wrap=True)
-
 
 def output_options(
     fmt: str, channels: str, bg_color: str | None, crop: bool, crop_margin: str,
@@ -55,12 +54,15 @@ def output_options(
 
 
 def run(
-    src: Path = typer.Argument(..., metavar="SRC", exists=True, file_okay=False, resolve_path=True,
-                               help="Folder of images (searched recursively)."),
-    dst: Path = typer.Argument(..., metavar="DST", file_okay=False, resolve_path=True,
-                               help="Folder for the cut-outs; its .clipline/ keeps the ledger."),
-    fmt: str = typer.Option("png", "--format", help="png (lossless, default), webp (lossless) "
-                            "or jpg (flattened over --bg-color, white by default)."),
+    # str, not Path: typer (0.29) compares "-" with a Path it has already made of it.
+    src_arg: str = typer.Argument(..., metavar="SRC", help="A folder of images (searched "
+                                  "recursively), one image file, or - for standard input."),
+    dst_arg: str = typer.Argument(..., metavar="DST", help="A folder for the cut-outs (a folder "
+                                  "run keeps its ledger in DST/.clipline/), a .png/.webp/.jpg "
+                                  "file, or - for standard output."),
+    fmt: str | None = typer.Option(None, "--format", help="png (lossless, default), webp "
+                                   "(lossless) or jpg (flattened over --bg-color, white by "
+                                   "default). A DST file's extension sets it."),
     channels: str = typer.Option("rgba", help="rgba: the cut-out; alpha: the mask alone, grey."),
     bg_color: str | None = typer.Option(None, help="Flatten onto this colour: 'fff', "
                                         "'#336699', 'white'."),
@@ -86,6 +88,16 @@ def run(
                                      "u2netp is the fast one)."),
     batch_size: int = typer.Option(8, min=1, max=256, help="Images per model call."),
     threads: int = typer.Option(0, min=0, help="Decode/encode threads (0: one per CPU)."),
+    watch: bool = typer.Option(False, "--watch", help="Keep running: cut out the images that "
+                               "appear or change in SRC (a folder), each once it is completely "
+                               "written. Ctrl-C stops it with the summary."),
+    settle: float | None = typer.Option(None, min=0.0, help="With --watch: seconds a file's "
+                                        "size and modification time must stay the same, with "
+                                        "no writer holding it open, before it is read "
+                                        f"[default: {DEFAULT_SETTLE:g}]."),
+    poll: bool = typer.Option(False, "--poll", help="With --watch: look at SRC every 0.3 s "
+                              "instead of asking the OS for changes (network file systems); "
+                              "used anyway where the OS refuses."),
 ) -> None:
     """Cut out every image under SRC into DST, mirroring names: a/b.jpg → a/b.png.
 
@@ -103,15 +115,52 @@ def run(
     one by one. Summary at the end (on stderr): done, failed and refused by reason, and the
     batch id. Exit status 1 when anything failed or was refused; 2, with one line on stderr and
     nothing written, when the run cannot start.
+
+    One file or a pipe: `clipline run photo.jpg cut.png` (or into a folder: cut/photo.png),
+    `cat photo.jpg | clipline run - - > cut.png`. The format follows DST's extension (or
+    --format; on standard output png unless --format says otherwise). No ledger: the file is
+    cut out every time and DST is replaced. Standard output carries the image's bytes only;
+    one line on stderr says what was done. An image that cannot be cut out is one line on
+    stderr and exit status 1; a folder SRC into a file, - into a folder, or --watch on a file
+    is refused with exit status 2.
+
+    Watching: `clipline run photos/ cutouts/ --watch` does the folder run, then again each
+    time SRC changes. A file is read once its size and time have stayed the same for --settle
+    seconds and no writer holds it open (Linux tells), so a half-copied file is never read.
+    Same ledger, so a restart does only what is not done. Ctrl-C prints the summary; exit
+    status 0 when every image was cut out, 1 when something failed, was refused or was still
+    being written, 130 when Ctrl-C came in the middle of a round.
     """
     settings = Settings()
     # The summary lists failures; the console log shows only what the summary cannot.
     logs.configure(settings.log_format if settings.log_format != "auto" else "console", "ERROR")
-    options = output_options(fmt, channels, bg_color, crop, crop_margin, max_side, subject,
-                             strict_empty, edges, layers)
+    if not watch and (settle is not None or poll):
+        raise InvalidArguments("--settle and --poll go with --watch")
+    src, dst = cli_path(src_arg, "SRC", exists=True), cli_path(dst_arg, "DST")
+    door = doors(src, dst, fmt, watch=watch)
+    if layers and door.src_kind != "folder":
+        raise InvalidArguments("--layers keeps each mask in a folder run's ledger "
+                               "(DST/.clipline/): give folders, or leave it out")
+    options = output_options(door.format, channels, bg_color, crop, crop_margin, max_side,
+                             subject, strict_empty, edges, layers)
+    model = model or settings.model
+    threads = threads or os.cpu_count() or 2
     try:
-        summary = run_folder(src, dst, options, settings, model=model or settings.model,
-                             batch_size=batch_size, threads=threads or os.cpu_count() or 2)
+        if door.src_kind != "folder":
+            if not run_one(door, options, settings, model=model, threads=threads):
+                raise typer.Exit(1)
+            return
+        if watch:
+            watched = watch_folder(src, dst, options, settings, model=model,
+                                   batch_size=batch_size, threads=threads,
+                                   settle=DEFAULT_SETTLE if settle is None else settle,
+                                   poll=poll)
+            print_summary(watched.summary, dst)
+            report_stop(watched, dst)
+            ok = watched.summary.ok and not watched.waiting
+            raise typer.Exit(130 if watched.interrupted else 0 if ok else 1)
+        summary = run_folder(src, dst, options, settings, model=model, batch_size=batch_size,
+                             threads=threads)
     except KeyboardInterrupt:
         # Finished cut-outs are recorded; the jobs in flight are taken back by the next run.
         console.print("interrupted: what finished is kept; run the same command to go on")
@@ -138,132 +187,15 @@ def run_folder(
     with run_lock(dst):
         ledger = bootstrap.embedded_ledger(dst / STATE_DIR)
         try:
-            return _run(ledger, segmenter, src, dst, found, options, settings,
-                        batch_size, threads, show_progress)
+            session = RunSession(ledger, segmenter, src, dst, options, settings,
+                                 batch_size=batch_size, threads=threads)
+            todo = session.submit(found)
+            with ProgressBar(todo, show_progress and console.is_terminal) as advance:
+                for _ in range(settings.max_attempts + 1):
+                    session.drain(advance)
+                    if not session.queued():
+                        break
+                    time.sleep(2.0)  # transient failures wait out their (short) backoff
+            return session.summary()
         finally:
             ledger.close()
-
-
-def check_folders(src: Path, dst: Path) -> None:
-    """Refuse folders the run cannot work with before anything is written."""
-    for what, path in (("SRC", src), ("DST", dst)):
-        problem = fields.text_problem(str(path), fields.FOLDER)
-        if problem:
-            raise InvalidField(what, f"{shown_name(str(path))} {problem}")
-    if not src.is_dir():
-        raise InvalidOptions(f"SRC {src} is not a folder")
-    if dst == src or src in dst.parents:
-        raise InvalidOptions(f"DST {dst} must not be inside SRC {src}")
-    if dst in src.parents:
-        raise InvalidOptions(f"SRC {src} must not be inside DST {dst}: cut-outs would land "
-                             "among the sources")
-
-
-def _run(ledger: Any, segmenter: Segmenter, src: Path, dst: Path, found: Scan,
-         options: OutputOptions, settings: Settings, batch_size: int, threads: int,
-         show_progress: bool) -> Summary:
-    batch = batch_id_for(src, options, settings.model)
-    limits = settings.decode_limits
-    engine = EmbeddedRun(ledger, FileStore(max_bytes=limits.max_bytes), segmenter,
-                         model=settings.model, batch_size=batch_size, threads=threads,
-                         limits=limits, plan=plan_outputs(found.files, options.extension))
-    engine.owners = OutputOwners(engine.recorded_outputs)
-    # We hold the lock: any lease left is from a run that died, and so is any half-written file.
-    ledger.reap(every_lease=True)
-    for part in dst.rglob(".*.part"):
-        part.unlink()
-    engine.submit(src, found.files, options, batch)
-    engine.supersede(src, batch, found.files)
-    # What is not a job is not in the ledger's counts: the batch notes it for `clipline status`.
-    ledger.set_batch_meta(batch, {
-        "refused": Summary(refused=found.refused).refused_by_reason,
-        "refused_names": [shown_name(r.name) for r in found.refused[:10]],
-    })
-    before = ledger.batch_counts(batch)
-    todo = before[JobStatus.QUEUED]
-    started = time.perf_counter()
-    with ProgressBar(todo, show_progress and console.is_terminal) as advance:
-        engine.on_progress = advance
-        for _ in range(settings.max_attempts + 1):
-            engine.drain(batch, dst)
-            if not ledger.batch_counts(batch)[JobStatus.QUEUED]:
-                break
-            time.sleep(2.0)  # transient failures wait out their (short) backoff
-    after = ledger.batch_counts(batch)
-    dead = ledger.list_jobs(batch_id=batch, status=JobStatus.DEAD, limit=10)
-    return Summary(
-        batch_id=batch,
-        failures=[(j.key, j.last_error_code or "", j.last_error_message or "") for j in dead],
-        total=after.total, already_done=before[JobStatus.SUCCEEDED],
-        succeeded=after[JobStatus.SUCCEEDED] - before[JobStatus.SUCCEEDED],
-        failed=dict(after.dead_by_reason), skipped_files=found.skipped,
-        seconds=time.perf_counter() - started,
-        remaining=after[JobStatus.QUEUED] + after[JobStatus.RUNNING],
-        refused=found.refused,
-    )
-
-
-class ProgressBar:
-    """A rich progress bar on a terminal; silent otherwise (logs and CI stay readable)."""
-
-    def __init__(self, total: int | None, enabled: bool, label: str = "cutting out",
-                 unit: str = "img") -> None:
-        """``total`` None: a count and a rate, no bar (a stream of unknown length)."""
-        self._unit = unit
-        self._bar = Progress(
-            TextColumn(label), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
-            disable=not enabled,
-        )
-        self._task = self._bar.add_task("run", total=total, rate="")
-        self._start = time.perf_counter()
-        self._done = 0
-
-    def __enter__(self) -> Any:
-        self._bar.start()
-        return self.advance
-
-    def advance(self, n: int) -> None:
-        self._done += n
-        rate = self._done / max(1e-9, time.perf_counter() - self._start)
-        self._bar.update(self._task, advance=n, rate=f"{rate:.1f} {self._unit}/s")
-
-    def __exit__(self, *exc: object) -> None:
-        self._bar.stop()
-
-
-def print_summary(summary: Summary, dst: Path) -> None:
-    """The run's outcome on stderr; every name and message is escaped (a file name may hold
-    control characters, bytes that are not UTF-8, or rich markup)."""
-    rate = summary.processed / summary.seconds if summary.seconds else 0.0
-    files = summary.total + sum(1 for r in summary.refused if not r.name.endswith("/"))
-    console.print(
-        f"[bold]{summary.succeeded}[/] cut out in {summary.seconds:.1f} s ({rate:.2f} img/s); "
-        f"{summary.already_done} already done before this run; {files} "
-        f"{'image' if files == 1 else 'images'} in all."
-    )
-    for reason, count in sorted(summary.failed.items()):
-        console.print(f"  [red]failed[/] {count} x {escape(reason)}")
-    for key, reason, message in summary.failures:
-        _line(f"    {key}: {reason}: {message}")
-    for reason, count in sorted(summary.refused_by_reason.items()):
-        console.print(f"  [red]refused[/] {count} x {reason} (not recorded as jobs)")
-    for refusal in summary.refused[:10]:
-        _line(f"    {shown_name(refusal.name)}: {refusal.reason}: {refusal.message}")
-    if len(summary.refused) > 10:
-        console.print(f"    ... and {len(summary.refused) - 10} more")
-    if summary.remaining:
-        console.print(f"  [yellow]{summary.remaining} not finished[/]: run the same command again")
-    if summary.skipped_files:
-        many = summary.skipped_files != 1
-        console.print(f"  {summary.skipped_files} {'files were' if many else 'file was'} not "
-                      "an image (by name) and skipped")
-    _line(f"Cut-outs are in {dst}")
-    _line(f"  batch {summary.batch_id}: `clipline status --run {dst} --batch {summary.batch_id}`"
-          + (f"; retry with `clipline redrive --run {dst} --reason REASON`, then run again"
-             if summary.failed else ""))
-
-
-def _line(text: str) -> None:
-    """One line of plain text: no markup, no highlighting, control characters escaped."""
-    console.print(fields.escaped(text, 2000), markup=False, highlight=False)

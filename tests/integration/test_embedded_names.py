@@ -257,11 +257,11 @@ def test_an_unreadable_folder_is_reported_by_the_run(tmp_path: Path,
 
 @pytest.mark.parametrize(("args", "env", "expected"), [
     (["run", "{tmp}/missing", "{tmp}/out"], {},
-     "clipline: Invalid value for 'SRC': dir '{tmp}/missing' does not exist. "
+     "clipline: Invalid value for 'SRC': path '{tmp}/missing' does not exist. "
      "(see `clipline run --help`)"),
-    (["run", "{tmp}/in/a.jpg", "{tmp}/out"], {},
-     "clipline: Invalid value for 'SRC': dir '{tmp}/in/a.jpg' is a file. "
-     "(see `clipline run --help`)"),
+    (["run", "{tmp}/in", "{tmp}/out.png"], {},
+     "clipline: invalid_arguments: SRC is a folder, so DST must be a folder too, not "
+     "{tmp}/out.png"),
     (["run", "{tmp}/in", "{tmp}/in/out"], {},
      "clipline: invalid_options: DST {tmp}/in/out must not be inside SRC {tmp}/in"),
     (["run", "{tmp}/in", "{tmp}"], {},
@@ -279,7 +279,7 @@ def test_an_unreadable_folder_is_reported_by_the_run(tmp_path: Path,
      "clipline: invalid_field: DST: {tmp}/out\\x1b[2J contains the control character U+001B"),
     (["status", "--run", "{tmp}/in"], {}, "clipline: Invalid value: give a JOB id or --batch"),
     (["frobnicate"], {}, "clipline: No such command 'frobnicate'."),
-], ids=["missing-src", "src-a-file", "dst-in-src", "src-in-dst", "bad-format", "bad-number",
+], ids=["missing-src", "folder-to-file", "dst-in-src", "src-in-dst", "bad-format", "bad-number",
         "unknown-option", "missing-dst", "bad-setting", "control-character", "status-usage",
         "unknown-command"])
 def test_a_run_that_cannot_start_says_why_in_one_line_with_exit_2(

@@ -28,7 +28,7 @@ import typer
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = {"boto3", "botocore", "tritonclient", "onnxruntime", "sqlalchemy", "redis", "celery",
-         "psycopg", "alembic", "onnx", "pytriton"}
+         "psycopg", "alembic", "onnx", "pytriton", "watchfiles"}
 CORE = [p for p in (ROOT / "pipeline").rglob("*.py") if "adapters" not in p.parts]
 SHELL = sorted((ROOT / "clipline").rglob("*.py"))
 LAYERS = ("pipeline", "workers", "clipline", "training")

@@ -1,0 +1,3 @@
+"""The ``FolderChanges`` port (``pipeline.watch``): the OS's change notifications through
+watchfiles (``notify``), and a timer-only fake that a test wakes by hand (``timer``).
+"""
