@@ -174,11 +174,14 @@ def report(parts: list[Part], jobs: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     epilog="Run it from the repository's root (it imports bench "
+                                            "and tests): python -m bench.job_path")
     parser.add_argument("--jobs", type=int, default=2000, help="jobs timed in each part")
     parser.add_argument("--redis-db", type=int, default=12,
-                        help="Redis database number for the stack (flushed; nothing is "
-                             "published)")
+                        help="Redis database number for the stack: flushed at the start and the "
+                             "end (nothing is published)")
     args = parser.parse_args(argv)
     if args.jobs < 2:
         parser.error("--jobs must be at least 2")

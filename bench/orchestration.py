@@ -307,7 +307,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="jobs (messages) in each run of each kind")
     parser.add_argument("--processes", type=int, default=1,
                         help="worker pool processes, for both workers")
-    parser.add_argument("--pool", default="prefork", help="Celery pool (prefork, solo)")
+    parser.add_argument("--pool", default="prefork",
+                        help="Celery pool of both workers: prefork, threads (then --processes "
+                             "is threads in one process) or solo")
     parser.add_argument("--rounds", type=int, default=2,
                         help="rounds of one orchestration run and one bare Celery run, in "
                              "alternating order; the figures sum the rounds")

@@ -46,9 +46,12 @@ log = logs.get(__name__)
 
 
 def report_row(job: Job) -> dict[str, Any]:
-    """The report's row of ``job``: every column of ``COLUMNS``, None where it has no value."""
+    """The report's row of ``job``: every column of ``COLUMNS``, None where it has no value.
+
+    The output is where the cut-out went, or, for a job that has none yet (queued, dead), the
+    destination named at submit; None for a job that kept the default key and has no cut-out."""
     result = job.result or {}
-    output = result.get("output") or {}
+    output = result.get("output") or {"bucket": job.output_bucket, "key": job.output_key}
     return {
         "job_id": str(job.id), "status": job.status.value, "source_bucket": job.bucket,
         "source_key": job.key, "source_version": job.version,

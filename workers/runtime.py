@@ -35,6 +35,8 @@ class _State:
 
 _state: _State | None = None
 _lock = threading.Lock()
+# Held while a client is built (slow: a model session, a database pool), apart from ``_lock``.
+_building = threading.Lock()
 
 
 def _current() -> _State:
@@ -62,18 +64,22 @@ def worker_name() -> str:
 def runner() -> JobRunner:
     state = _current()
     if state.runner is None:
-        # One intra-op thread: the pool already runs one job per CPU.
-        state.runner = bootstrap.job_runner(
-            settings, state.queue, worker=worker_name(), translate=translate,
-            segmenter_threads=1,
-        )
+        with _building:  # the threads pool's first tasks arrive together: build one runner
+            if state.runner is None:
+                # One intra-op thread: the pool already runs one job per CPU (or per thread).
+                state.runner = bootstrap.job_runner(
+                    settings, state.queue, worker=worker_name(), translate=translate,
+                    segmenter_threads=1,
+                )
     return state.runner
 
 
 def ledger() -> SqlLedger:
     state = _current()
     if state.ledger is None:
-        state.ledger = SqlLedger.from_settings(settings)
+        with _building:
+            if state.ledger is None:
+                state.ledger = SqlLedger.from_settings(settings)
     return state.ledger
 
 

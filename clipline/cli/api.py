@@ -32,7 +32,8 @@ def api(
     host: str | None = typer.Option(None, help="Default CLIPLINE_API_HOST."),
     port: int | None = typer.Option(None, help="Default CLIPLINE_API_PORT."),
 ) -> None:
-    """Serve the submit-and-poll HTTP API (OpenAPI at /docs and /openapi.json).
+    """Serve the submit-and-poll HTTP API (OpenAPI at /docs and /openapi.json), the review page
+    at /ui (log in with a tenant key), and remove.bg's endpoint at /v1.0/removebg.
 
     Tenants and keys come from `clipline tenants`. Jobs submitted here are published to the
     workers at once; `clipline reconcile` covers what Redis loses.
@@ -41,6 +42,9 @@ def api(
 
     settings = load_settings()
     app_ = api_app(settings)
+    where = f"http://{host or settings.api_host}:{port or settings.api_port}"
+    typer.echo(f"clipline api: {where}/docs (OpenAPI), {where}/ui (review page, a tenant key "
+               "from `clipline tenants key`)", err=True)
     # One process per `clipline api`: run more of them behind a load balancer to scale.
     uvicorn.run(app_, host=host or settings.api_host, port=port or settings.api_port,
                 log_config=None, timeout_graceful_shutdown=10)

@@ -17,7 +17,7 @@ import typer
 
 from pipeline import fields
 from pipeline.embedded import HISTORY_OF, STATE_DIR
-from pipeline.errors import BatchNotFound
+from pipeline.errors import BatchNotFound, UsageError
 from pipeline.jobs import DEFAULT_TENANT, JobStatus
 from pipeline.settings import Settings
 
@@ -78,7 +78,11 @@ def status(
         if report is not None:
             from pipeline.batch_report import write_local
 
-            written = write_local(report, ledger.batch_jobs(batch))
+            try:
+                written = write_local(report, ledger.batch_jobs(batch))
+            except OSError as exc:
+                raise UsageError(f"--report {fields.escaped(str(report))}: cannot write it "
+                                 f"({exc.strerror or exc})") from exc
             typer.echo(f"report: {written} job(s) written to {fields.escaped(str(report))}")
     finally:
         ledger.close()

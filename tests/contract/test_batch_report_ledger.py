@@ -176,3 +176,20 @@ def test_a_batch_without_callback_announces_nothing(sql_ledger: SqlLedger) -> No
     sender = Sender([])
     deliver_due_batches(sql_ledger, sender, lambda _: "s", backoff=Backoff(0.0, 0.0))
     assert sender.sent == []
+
+
+def test_a_job_without_a_cut_out_reports_the_destination_it_was_given(
+    sql_ledger: SqlLedger,
+) -> None:
+    store = Store()
+    batch_id = sql_ledger.create_batch(meta={"state": READY})
+    sql_ledger.submit_many([JobSpec(bucket="photos", key="sku1.jpg", output_bucket="catalog",
+                                    output_key="cut/sku1.png"),
+                            JobSpec(bucket="photos", key="sku2.jpg")], batch_id=batch_id)
+    finish(sql_ledger, batch_id, fail="sku1.jpg")
+    assert write_due_reports(sql_ledger, store, bucket="out") == 1
+    found = {r["source_key"]: r for r in rows(store, batch_id)[0]}
+    dead = found["sku1.jpg"]  # no cut-out, but the report says where it was to go
+    assert (dead["status"], dead["output_bucket"], dead["output_key"]) == (
+        "dead", "catalog", "cut/sku1.png")
+    assert found["sku2.jpg"]["output_key"] == "cutouts/default/a.png"  # what it wrote (RESULT)

@@ -35,6 +35,14 @@ def test_a_failed_image_is_redriven_and_succeeds_after_the_limit_is_raised(
     counts = clipline("status", "--run", str(dst), "--batch", batch.group(1))
     assert counts.returncode == 0, counts.stderr
     assert "dead by too_many_pixels: 1" in counts.stdout
+    nowhere = clipline("status", "--run", str(dst), "--batch", batch.group(1), "--report",
+                       str(tmp_path / "no-such-folder" / "report.csv"))
+    assert nowhere.returncode == 2 and "Traceback" not in nowhere.stderr
+    assert "cannot write it (No such file or directory)" in nowhere.stderr
+    report = clipline("status", "--run", str(dst), "--batch", batch.group(1), "--report",
+                      str(tmp_path / "report.csv"))
+    assert report.returncode == 0 and "report: 1 job(s) written" in report.stdout
+    assert "too_many_pixels" in (tmp_path / "report.csv").read_text()
 
     moved = clipline("redrive", "--run", str(dst), "--reason", "too_many_pixels")
     assert moved.stdout.strip() == "re-driven: 1 job(s)"
