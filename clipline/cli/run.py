@@ -99,7 +99,9 @@ def run(
                               "instead of asking the OS for changes (network file systems); "
                               "used anyway where the OS refuses."),
 ) -> None:
-    """Cut out every image under SRC into DST, mirroring names: a/b.jpg → a/b.png.
+    """Cut out a folder, one file, or a pipe; with --watch, a folder as files arrive.
+
+    A folder: every image under SRC into DST, mirroring names: a/b.jpg → a/b.png.
 
     Output names are unique by construction. When images of one folder share a stem
     (shoe.jpg, shoe.png, Shoe.webp: case is ignored), each keeps its extension too:
