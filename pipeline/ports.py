@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -66,6 +67,37 @@ class ObjectStore(Protocol):
         content_type: str,
         metadata: Mapping[str, str] | None = None,
     ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SignedPut:
+    """A presigned PUT (``UploadStore.presign_put``): send the bytes to ``url`` with exactly
+    ``headers``, before ``expires_at``."""
+
+    url: str
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+class UploadStore(Protocol):
+    """Where uploaded images go (``pipeline.uploads``): written by the API, or by the client
+    itself through a presigned PUT."""
+
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None: ...
+
+    def presign_put(self, bucket: str, key: str, *, content_type: str, size: int,
+                    sha256: str | None = None, expires: int = 900) -> SignedPut:
+        """A URL that takes one PUT of exactly ``size`` bytes of ``content_type`` (and of that
+        sha256, hex, when given) to ``bucket/key`` for ``expires`` seconds; signed locally."""
+        ...
 
 
 class JobLedger(Protocol):

@@ -26,8 +26,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.callback_address import CallbackPolicy, parse_networks
 from pipeline.errors import ModelError
+from pipeline.fields import BUCKET
 from pipeline.imaging.decode import DEFAULT_FORMATS, DecodeLimits
 from pipeline.models import DEFAULT_MODEL, parse_model_list
+from pipeline.tenants import UploadArea
 
 
 class Settings(BaseSettings):
@@ -201,6 +203,23 @@ class Settings(BaseSettings):
         default=1024 * 1024 * 1024, description="Largest manifest object read from S3.")
     api_presign_seconds: PositiveInt = Field(
         default=3600, description="Lifetime of the presigned GET URL of a finished cut-out.")
+    upload_bucket: str | None = Field(
+        default=None, description="Bucket of images uploaded through the API (`POST /v1/jobs` "
+        "multipart, `POST /v1/uploads`), under UPLOAD_PREFIX/<tenant>/; unset: "
+        "S3_OUTPUT_BUCKET.")
+    upload_prefix: str = Field(
+        default="uploads", min_length=1, description="Key prefix of uploaded images (then "
+        "tenant, then the sha256 of the bytes, or a random id for a presigned PUT). Each "
+        "tenant may read its own uploads there and no other tenant's, whatever its allowlist "
+        "says.")
+    upload_max_bytes: PositiveInt = Field(
+        default=8 * 1024 * 1024, description="Largest image `POST /v1/jobs` takes in a "
+        "multipart body (413 upload_too_large above); must be below API_MAX_BODY_BYTES, which "
+        "the door applies to the whole form first. Larger files: `POST /v1/uploads`, up to "
+        "MAX_INPUT_BYTES.")
+    upload_url_seconds: PositiveInt = Field(
+        default=900, description="Lifetime of the presigned PUT URL `POST /v1/uploads` hands "
+        "out.")
     removebg_wait_seconds: PositiveFloat = Field(
         default=30.0, description="How long `POST /v1.0/removebg` waits for its job before it "
         "answers 504 with the job's id to poll.")
@@ -286,6 +305,12 @@ class Settings(BaseSettings):
             raise ValueError("task_soft_time_limit_seconds must be below task_time_limit_seconds")
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError("heartbeat_seconds must be below lease_seconds")
+        # Set explicitly, the upload limit must fit in a body; by default the door's is the
+        # lower one where a test or a deployment made API_MAX_BODY_BYTES small.
+        if ("upload_max_bytes" in self.model_fields_set
+                and self.upload_max_bytes >= self.api_max_body_bytes):
+            raise ValueError("upload_max_bytes must be below api_max_body_bytes (the door "
+                             "refuses the larger body before the image is read)")
         return self
 
     # data_dir and models_dir come before model and served_models, so their validators see the
@@ -307,6 +332,11 @@ class Settings(BaseSettings):
             raise ValueError(f"the default model {default!r} (CLIPLINE_MODEL) is not among the "
                              f"served models {', '.join(names)}")
         return value
+
+    @field_validator("upload_bucket")
+    @classmethod
+    def _upload_bucket_named(cls, value: str | None) -> str | None:
+        return None if value is None else BUCKET.check(value)  # InvalidField is a ValueError
 
     @field_validator("callbacks_allow_networks")
     @classmethod
@@ -331,6 +361,12 @@ class Settings(BaseSettings):
         return DecodeLimits(
             max_pixels=self.max_pixels, max_bytes=self.max_input_bytes, formats=formats
         )
+
+    @cached_property
+    def upload_area(self) -> UploadArea | None:
+        """Where uploaded images go; None when no bucket is set for them."""
+        bucket = self.upload_bucket or self.s3_output_bucket
+        return None if bucket is None else UploadArea(bucket, self.upload_prefix.strip("/"))
 
     @cached_property
     def ledger_url(self) -> str:

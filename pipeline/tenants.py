@@ -10,6 +10,10 @@ bucket). No entries means no source at all. Outputs have an allowlist of the sam
 said so for that tenant (``allow_any``, ``clipline tenants create ID --allow-any``): a stored,
 visible choice, logged (``allow_any_used``) each time a door relies on it. Without it, a
 tenant's key would lend the service's own storage credentials to whoever holds it.
+
+Images a tenant uploads itself (``pipeline.uploads``) live in the service's upload area,
+``<bucket>/<prefix>/<tenant>/<name>``. There the rule is fixed, whatever a tenant's allowlist
+or ``allow_any`` says: a tenant may read its own uploads, and never another tenant's.
 """
 
 from __future__ import annotations
@@ -78,10 +82,38 @@ def normalise_rule(rule: str) -> str:
     return f"{bucket}/{prefix}" if prefix else f"{bucket}/"
 
 
-def source_allowed(tenant: Tenant, bucket: str, key: str) -> bool:
-    """True when ``tenant`` may have Clipline read ``bucket/key`` (or list under it): an
-    allowlist entry covers it, or the tenant was deliberately given every source. No entries
-    and no ``allow_any``: nothing is allowed."""
+@dataclass(frozen=True, slots=True)
+class UploadArea:
+    """Where uploaded images live: ``bucket/prefix/<tenant>/<name>``, one flat name each."""
+
+    bucket: str
+    prefix: str
+    """The key prefix, without a slash at either end (``uploads``)."""
+
+    def key(self, tenant_id: str, name: str) -> str:
+        """The key of upload ``name`` (a digest or a random id: no ``/``) of the tenant."""
+        return f"{self.prefix}/{tenant_id}/{name}"
+
+    def holds(self, bucket: str, key: str) -> bool:
+        """Whether ``bucket/key`` lies in the area (anyone's part of it)."""
+        return bucket == self.bucket and key.startswith(f"{self.prefix}/")
+
+    def owns(self, tenant_id: str, bucket: str, key: str) -> bool:
+        """Whether ``bucket/key`` is one of the tenant's own uploads: directly under its folder,
+        one name, not ``.`` or ``..`` (a folder store would resolve those)."""
+        name = key.removeprefix(self.key(tenant_id, ""))
+        return (bucket == self.bucket and name != key and name not in ("", ".", "..")
+                and "/" not in name)
+
+
+def source_allowed(tenant: Tenant, bucket: str, key: str,
+                   uploads: UploadArea | None = None) -> bool:
+    """True when ``tenant`` may have Clipline read ``bucket/key`` (or list under it). In the
+    upload area ``uploads``: only its own uploads (``UploadArea.owns``), whatever else it was
+    given. Elsewhere: an allowlist entry covers it, or the tenant was deliberately given every
+    source. No entries and no ``allow_any``: nothing is allowed."""
+    if uploads is not None and uploads.holds(bucket, key):
+        return uploads.owns(tenant.id, bucket, key)
     if tenant.allow_any:
         return True
     path = f"{bucket}/{key}"

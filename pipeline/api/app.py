@@ -31,6 +31,7 @@ from pipeline.api import (
     recompose,
     removebg,
     ui,
+    uploads,
 )
 from pipeline.api.deps import ApiDeps
 from pipeline.api.door import Door
@@ -52,6 +53,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     )
     app.state.deps = deps
     problems.install(app)
+    app.include_router(uploads.router)  # first: its multipart POST /v1/jobs, then JSON's
     app.include_router(jobs.router)
     app.include_router(recompose.router)
     app.include_router(batches.router)

@@ -57,6 +57,7 @@ def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = 
     announce = callback_url(d, body.report_callback_url)
     model = chosen_model(d, body.model)
     place = placer(d, who, body.output)
+    area = d.settings.upload_area  # a tenant's own uploads are its sources too
     defaults = {"options": OutputOptions.parse(body.options).normalised(),
                 "priority": body.priority, "model": model}
     if body.items is not None:
@@ -66,7 +67,7 @@ def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = 
                          priority=body.priority if i.priority is None else i.priority,
                          model=chosen_model(d, i.model or model)) for i in body.items]
         for spec in specs:
-            check_source(who, spec.bucket, spec.key, door=None)
+            check_source(who, spec.bucket, spec.key, door=None, uploads=area)
         if place is not None:  # refused at once (403, 422), before the batch exists
             specs = list(place.place_all(specs))
         note_allow_any(who, "api_batch", f"{len(specs)} items")
@@ -80,11 +81,12 @@ def create_batch(body: BatchRequest, background: BackgroundTasks, who: Tenant = 
         # Where the batch reads from is a source too: a tenant never makes Clipline read (or
         # list) what its allowlist does not cover, not even to fail on it.
         if body.manifest is not None:
-            check_source(who, body.manifest.bucket, body.manifest.key, door="api_manifest")
+            check_source(who, body.manifest.bucket, body.manifest.key, door="api_manifest",
+                         uploads=d.settings.upload_area)
         else:
             assert body.prefix is not None
             bucket, _, prefix = body.prefix.removeprefix("s3://").partition("/")
-            check_source(who, bucket, prefix, door="api_prefix")
+            check_source(who, bucket, prefix, door="api_prefix", uploads=d.settings.upload_area)
         batch_id = d.ledger.create_batch(who.id, label=body.label, meta={"state": EXPANDING})
         if announce is not None:
             d.ledger.set_batch_callback(batch_id, announce)
@@ -118,9 +120,11 @@ def expand(d: ApiDeps, who: Tenant, batch_id: uuid.UUID, specs: Iterator[JobSpec
     ``place``, each job gets its output destination; a line outside the tenant's allowed
     outputs or two jobs writing one object fail the batch (``output_not_allowed``,
     ``output_key_collision``), like a bad line."""
+    area = d.settings.upload_area
+
     def allowed() -> Iterator[JobSpec]:
         for spec in specs:  # every line of a manifest, every key under a prefix
-            check_source(who, spec.bucket, spec.key, door=None)
+            check_source(who, spec.bucket, spec.key, door=None, uploads=area)
             check_served(spec.model, d.settings.served)  # a manifest line may name one
             yield spec if place is None else place.place(spec)
 

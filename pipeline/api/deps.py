@@ -14,13 +14,14 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from pipeline.api.problems import Problem
 from pipeline.callback_address import Resolver
-from pipeline.ports import Queue
+from pipeline.ports import Queue, SignedPut
 from pipeline.settings import Settings
 from pipeline.tenants import Tenant, hash_key
 
 
 class SourceStore(Protocol):
-    """The S3 operations the API needs (``S3Store`` has them); ``put`` writes recompositions."""
+    """The S3 operations the API needs (``S3Store`` has them); ``put`` writes recompositions
+    and uploads, ``presign_put`` hands out uploads' PUT URLs."""
 
     def get(self, bucket: str, key: str, *, version: str | None = None) -> bytes: ...
 
@@ -30,6 +31,9 @@ class SourceStore(Protocol):
     def list_keys(self, bucket: str, prefix: str = "") -> Iterable[str]: ...
 
     def presign(self, bucket: str, key: str, expires: int = 3600) -> str: ...
+
+    def presign_put(self, bucket: str, key: str, *, content_type: str, size: int,
+                    sha256: str | None = None, expires: int = 900) -> SignedPut: ...
 
 
 class RateLimiter:

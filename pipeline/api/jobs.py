@@ -23,22 +23,25 @@ from pipeline.api.schemas import (
     RedriveResult,
     priority_for_deadline,
 )
+from pipeline.api.upload_schemas import JOB_FORM
 from pipeline.callback_address import check_url
 from pipeline.errors import CallbackRefused, ClipError, ModelNotServed
 from pipeline.jobs import Dispatch, Job, JobSpec, JobStatus
 from pipeline.models import check_served
 from pipeline.options import OutputOptions
 from pipeline.output_keys import Destination, Placer
-from pipeline.tenants import Tenant, note_allow_any, source_allowed
+from pipeline.tenants import Tenant, UploadArea, note_allow_any, source_allowed
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 log = logs.get(__name__)
 
 
-def check_source(who: Tenant, bucket: str, key: str, door: str | None = "api_job") -> None:
-    """403 ``source_not_allowed`` unless the tenant may read ``bucket/key``; a source allowed
-    only by the tenant's ``allow_any`` is logged under ``door`` (None: the caller logs once)."""
-    if not source_allowed(who, bucket, key):
+def check_source(who: Tenant, bucket: str, key: str, door: str | None = "api_job", *,
+                 uploads: UploadArea | None) -> None:
+    """403 ``source_not_allowed`` unless the tenant may read ``bucket/key`` (its own uploads in
+    ``uploads``, the settings' ``upload_area``, included); a source allowed only by the
+    tenant's ``allow_any`` is logged under ``door`` (None: the caller logs once)."""
+    if not source_allowed(who, bucket, key, uploads):
         raise Problem(403, "source_not_allowed", "This source is outside the tenant's allowlist",
                       f"s3://{bucket}/{key} is not under any of the tenant's allowed sources")
     if door is not None:
@@ -115,7 +118,7 @@ def view(d: ApiDeps, job: Job) -> JobView:
     return JobView.of(job, url)
 
 
-@router.post("/jobs", status_code=202, response_model=JobView,
+@router.post("/jobs", status_code=202, response_model=JobView, openapi_extra=JOB_FORM,
              responses={200: {"model": JobView, "description": "The job already existed."}})
 def submit_job(
     body: JobRequest,
@@ -135,8 +138,14 @@ def submit_job(
     one of the served models (absent: the default); another is `422 model_not_served`.
     `output` names where the cut-out goes (a bucket among the tenant's allowed outputs, else
     `403 output_not_allowed`; a key template, else `422 invalid_output`); the resolved key is
-    in the answer's `destination` and is written on every attempt."""
-    check_source(who, body.source.bucket, body.source.key)
+    in the answer's `destination` and is written on every attempt.
+
+    A `multipart/form-data` body carries the image itself (`image`, at most
+    CLIPLINE_UPLOAD_MAX_BYTES, else `413 upload_too_large`) and optionally `request`, this
+    JSON body without `source`: the image is stored under the tenant's uploads, named by its
+    SHA-256, and is the job's source; the rules above hold as they are. Not an image the
+    decoder reads is `422` with its reason. Larger images: `POST /v1/uploads`."""
+    check_source(who, body.source.bucket, body.source.key, uploads=d.settings.upload_area)
     options = OutputOptions.parse(body.options).normalised()
     model = chosen_model(d, body.model)
     spec = JobSpec(bucket=body.source.bucket, key=body.source.key, version=body.source.version,

@@ -87,7 +87,8 @@ def job_preview(
         raise Problem(503, "storage_unavailable", "Object storage is not configured",
                       "this API process has no object store to read images from")
     if kind == "source":  # the tenant's allowlist may have changed since the job was made
-        check_source(who, job.bucket, job.key, door="api_preview")
+        check_source(who, job.bucket, job.key, door="api_preview",
+                     uploads=d.settings.upload_area)
     made_from = origin(job, kind)
     side = SIDES[size]
     cache = d.settings.s3_output_bucket

@@ -48,7 +48,7 @@ def recompose_job(job_id: uuid.UUID, body: RecomposeRequest, who: Tenant = Depen
     if d.store is None:
         raise Problem(503, "storage_unavailable", "Object storage is not configured",
                       "this API process has no object store to read the source from")
-    check_source(who, job.bucket, job.key, door="api_recompose")
+    check_source(who, job.bucket, job.key, door="api_recompose", uploads=d.settings.upload_area)
     shown = frozenset(body.layers)
     mask = d.store.get(layers.mask["bucket"], layers.mask["key"])
     source = d.store.get(job.bucket, job.key, version=job.version)

@@ -13,6 +13,7 @@ import errno
 import os
 import tempfile
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pipeline.errors import (
@@ -23,6 +24,7 @@ from pipeline.errors import (
     OutputNameTooLong,
     StorageUnavailable,
 )
+from pipeline.ports import SignedPut
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
@@ -85,6 +87,15 @@ class FileStore:
             raise AccessDenied(f"cannot write {path}") from exc
         except OSError as exc:
             raise _write_error(path, exc) from exc
+
+    def presign_put(self, bucket: str, key: str, *, content_type: str, size: int,
+                    sha256: str | None = None, expires: int = 900) -> SignedPut:
+        """The file's ``file:`` URL, for a client on this host: nothing is signed, so neither
+        the size, the type nor the expiry binds it; a worker checks the file when it reads it
+        (the byte cap, the decoder), as it checks any source."""
+        headers = {"Content-Type": content_type, "Content-Length": str(size)}
+        return SignedPut(self.path(bucket, key).as_uri(), headers,
+                         datetime.now(UTC) + timedelta(seconds=expires))
 
 
 def _write_error(path: Path, exc: OSError) -> Exception:

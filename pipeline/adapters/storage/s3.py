@@ -25,9 +25,11 @@ writes ETags: then the read is conditional (``If-Match``), and an overwritten ob
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import boto3
@@ -52,6 +54,7 @@ from pipeline.errors import (
     StorageRefused,
     StorageUnavailable,
 )
+from pipeline.ports import SignedPut
 from pipeline.settings import Settings
 
 CHUNK = 1 << 20
@@ -218,6 +221,9 @@ def make_client(settings: Settings) -> Any:
         read_timeout=settings.s3_read_timeout_seconds,
         retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
         max_pool_connections=settings.s3_max_pool_connections,
+        # SigV4 for presigned URLs too (botocore's default there is SigV2, which cannot sign
+        # a PUT's Content-Length, and which AWS is retiring).
+        signature_version="s3v4",
     )
     return boto3.session.Session().client(
         "s3", endpoint_url=settings.s3_endpoint_url, config=config
@@ -287,6 +293,24 @@ class S3Store:
             url: str = self.client.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
         return url
+
+    def presign_put(self, bucket: str, key: str, *, content_type: str, size: int,
+                    sha256: str | None = None, expires: int = 900) -> SignedPut:
+        """A time-limited PUT URL (signed locally: no request is made). Content-Length and
+        Content-Type (and x-amz-checksum-sha256 when ``sha256`` is given) are signed headers:
+        S3 refuses a PUT whose length, type or bytes differ (403 SignatureDoesNotMatch, 400
+        BadDigest)."""
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key, "ContentType": content_type,
+                                  "ContentLength": size}
+        headers = {"Content-Type": content_type, "Content-Length": str(size)}
+        if sha256 is not None:
+            params["ChecksumSHA256"] = headers["x-amz-checksum-sha256"] = (
+                base64.b64encode(bytes.fromhex(sha256)).decode("ascii"))
+        at = datetime.now(UTC)
+        with _translated(f"s3://{bucket}/{key}", "put"):
+            url: str = self.client.generate_presigned_url(
+                "put_object", Params=params, ExpiresIn=expires)
+        return SignedPut(url, headers, at + timedelta(seconds=expires))
 
     def head(self, bucket: str, key: str, *, version: str | None = None) -> dict[str, Any]:
         """Content type, length and user metadata of an object (for checks and status pages);
