@@ -228,11 +228,6 @@ class Settings(BaseSettings):
     removebg_max_image_bytes: PositiveInt = Field(
         default=7 * 1024 * 1024, description="Largest image `POST /v1.0/removebg` takes in "
         "its body (413 above); base64 adds a third, so keep it under API_MAX_BODY_BYTES.")
-    removebg_upload_bucket: str | None = Field(
-        default=None, description="Bucket for images uploaded to `POST /v1.0/removebg`; "
-        "unset: S3_OUTPUT_BUCKET.")
-    removebg_upload_prefix: str = Field(
-        default="uploads", description="Key prefix of those uploads (then tenant, sha256).")
 
     callbacks_allow_http: bool = Field(
         default=False, description="Accept plain-http callback URLs (local development only).")

@@ -9,7 +9,7 @@ the job goes on). No image work happens here beyond reading the upload's header.
   door before the body is read. Its refusals, like every answer here, are remove.bg's error
   shape ``{"errors": [{"title", "code", "detail"}]}``: ``403`` for a missing or bad key.
 - The image: ``image_file`` (multipart) or ``image_file_b64`` is stored under
-  ``CLIPLINE_REMOVEBG_UPLOAD_PREFIX/<tenant>/<sha256>`` in the upload bucket (the same image
+  ``CLIPLINE_UPLOAD_PREFIX/<tenant>/<sha256>`` in the upload bucket (the same image
   with the same options is then the same job); ``image_url`` only as ``s3://`` inside the
   tenant's allowed sources. Clipline never fetches an http(s) URL.
 - The fields: ``pipeline.removebg_params`` maps them, and says which are ignored or refused.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -41,12 +40,14 @@ from pipeline.api.deps import ApiDeps, deps, tenant
 from pipeline.api.jobs import publish
 from pipeline.api.problems import Problem
 from pipeline.api.removebg_schema import REQUEST_BODY, RESPONSES
+from pipeline.api.uploads import refused
 from pipeline.errors import ClipError, InvalidField
 from pipeline.fields import BUCKET, KEY, check_text
-from pipeline.imaging.decode import check, probe
 from pipeline.jobs import Job, JobSpec, JobStatus
+from pipeline.ports import UploadStore
 from pipeline.removebg_params import SOURCE_FIELDS, Mapped, Refused, map_fields, s3_source
 from pipeline.tenants import Tenant, note_allow_any, source_allowed
+from pipeline.uploads import UploadsNotConfigured, UploadTooLarge, store_upload
 
 PREFIX = "/v1.0/"
 router = APIRouter(prefix="/v1.0", tags=["remove.bg"])
@@ -59,13 +60,11 @@ _DOOR = {401: (403, "auth_failed", "API key invalid or missing"),
          429: (429, "rate_limit_exceeded", "Rate limit exceeded")}
 
 
-class UploadStore(Protocol):
-    """What the route needs of the object store (``S3Store`` has it)."""
+class RouteStore(UploadStore, Protocol):
+    """What the route needs of the object store (``S3Store`` has it): an upload store that
+    also reads."""
 
     def get(self, bucket: str, key: str, *, version: str | None = None) -> bytes: ...
-
-    def put(self, bucket: str, key: str, data: bytes, *, content_type: str,
-            metadata: Mapping[str, str] | None = None) -> None: ...
 
     def head(self, bucket: str, key: str, *, version: str | None = None) -> dict[str, Any]: ...
 
@@ -234,23 +233,18 @@ def _allowed_url(who: Tenant, url: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _upload(d: ApiDeps, store: UploadStore, who: Tenant, image: bytes) -> tuple[str, str]:
-    """Store an uploaded image where workers read it; its key is its content's digest."""
-    limits = d.settings.decode_limits
-    info = probe(image, limits)  # NotAnImage, UnsupportedFormat, ...: refused before storing
-    check(info, limits)
-    bucket = d.settings.removebg_upload_bucket or d.settings.s3_output_bucket
-    if bucket is None:
-        raise Problem(503, "uploads_not_configured", "Uploads are not configured",
-                      "set CLIPLINE_REMOVEBG_UPLOAD_BUCKET or CLIPLINE_S3_OUTPUT_BUCKET")
-    prefix = d.settings.removebg_upload_prefix.strip("/")
-    key = f"{prefix}/{who.id}/{hashlib.sha256(image).hexdigest()}"
-    store.put(bucket, key, image, content_type=f"image/{info.format.lower()}",
-              metadata={"tenant": who.id})
-    return bucket, key
+def _upload(d: ApiDeps, store: RouteStore, who: Tenant, image: bytes) -> tuple[str, str]:
+    """Store an uploaded image in the tenant's upload area, as ``POST /v1/jobs`` multipart
+    does (``pipeline.uploads``): checked first, then named by its content's digest."""
+    try:
+        return store_upload(store, d.settings.upload_area, who.id, image,
+                            max_bytes=d.settings.removebg_max_image_bytes,
+                            limits=d.settings.decode_limits)
+    except (UploadTooLarge, UploadsNotConfigured) as exc:
+        raise refused(exc) from exc
 
 
-def _store(d: ApiDeps) -> UploadStore:
+def _store(d: ApiDeps) -> RouteStore:
     if d.store is None:
         raise Problem(503, "storage_not_configured", "Object storage is not configured")
     store: Any = d.store
