@@ -68,7 +68,7 @@ from pipeline.errors import (
 from pipeline.jobs import JobSpec
 from pipeline.options import OutputOptions
 from pipeline.process import layers_mask_key
-from pipeline.tenants import Tenant
+from pipeline.tenants import Tenant, covers
 
 PLACEHOLDERS = ("prefix", "tenant", "bucket", "key", "key_dir", "key_name", "key_stem",
                 "key_ext", "ext", "model")
@@ -219,7 +219,7 @@ def output_allowed(tenant: Tenant, bucket: str | None, key: str, area: str) -> b
     if bucket is None and key.startswith(area + "/"):
         return True
     path = f"{bucket}/{key}" if bucket is not None else None
-    return path is not None and any(path.startswith(r) for r in tenant.allowed_outputs)
+    return path is not None and any(covers(r, path) for r in tenant.allowed_outputs)
 
 
 class Placer:

@@ -70,8 +70,9 @@ def valid_tenant_id(tenant_id: str) -> bool:
 
 
 def normalise_rule(rule: str) -> str:
-    """``s3://photos/shoes`` or ``photos/shoes/`` → ``photos/shoes/``; a bare bucket gets its
-    slash, so ``photos`` never matches ``photos-private``.
+    """``s3://photos/shoes/`` → ``photos/shoes/``; a bare bucket gets its slash, so ``photos``
+    never matches ``photos-private``. A prefix keeps what it was given: ``photos/shoes`` stays,
+    and ``covers`` reads it on segment boundaries (never ``photos/shoes-private/``).
 
     Raises ``InvalidField`` (a ``ValueError``) for a rule that is not ``bucket/prefix``."""
     rule = SOURCE_RULE.check(rule).strip().removeprefix("s3://")
@@ -117,7 +118,17 @@ def source_allowed(tenant: Tenant, bucket: str, key: str,
     if tenant.allow_any:
         return True
     path = f"{bucket}/{key}"
-    return any(path.startswith(rule) for rule in tenant.allowed_sources)
+    return any(covers(rule, path) for rule in tenant.allowed_sources)
+
+
+def covers(rule: str, path: str) -> bool:
+    """Whether the normalised ``rule`` covers ``bucket/key`` ``path``: a rule ending in ``/``
+    everything under it; any other rule that exact key and what lies under it as a folder,
+    on a segment boundary (``photos/shoes`` covers ``photos/shoes/a.jpg``, not
+    ``photos/shoes-private/a.jpg``)."""
+    if rule.endswith("/"):
+        return path.startswith(rule)
+    return path == rule or path.startswith(rule + "/")
 
 
 def note_allow_any(tenant: Tenant, door: str, source: str) -> None:
