@@ -225,10 +225,13 @@ class Routing:
 
 
 def route(records: Iterable[ObjectCreated], rules: EventRules, *,
-          output_bucket: str | None = None, output_prefix: str = "cutouts") -> Routing:
+          output_bucket: str | None = None, output_prefix: str = "cutouts",
+          service_areas: Sequence[tuple[str, str]] = ()) -> Routing:
     """Each record to (tenant, spec) or to a skip reason. Cut-outs written under
     ``output_prefix/`` of ``output_bucket`` are never sources: a rule that covers the output
-    area would otherwise cut out its own cut-outs, for ever."""
+    area would otherwise cut out its own cut-outs, for ever. Nor is what the service writes
+    elsewhere, ``service_areas`` as (bucket, key prefix) pairs: its previews and the uploads
+    it stores (``Settings.service_areas``)."""
     own = output_prefix.strip("/") + "/" if output_prefix.strip("/") else ""
     specs, skipped = [], []
     for event in records:
@@ -240,7 +243,8 @@ def route(records: Iterable[ObjectCreated], rules: EventRules, *,
                         key=fields.escaped(event.key, 300), problem=problem)
             event = replace(event, bucket=fields.escaped(event.bucket, 80),
                             key=fields.escaped(event.key, 300))
-        elif event.bucket == output_bucket and event.key.startswith(own):
+        elif (event.bucket == output_bucket and event.key.startswith(own)) or any(
+                event.bucket == b and event.key.startswith(p) for b, p in service_areas):
             reason = OWN_OUTPUT
         elif not is_image_key(event.key):
             reason = NOT_AN_IMAGE
@@ -271,10 +275,11 @@ def _unstorable(event: ObjectCreated) -> str | None:
 
 
 def job_specs(records: Iterable[ObjectCreated], rules: EventRules, *,
-              output_bucket: str | None = None,
-              output_prefix: str = "cutouts") -> list[tuple[str, JobSpec]]:
+              output_bucket: str | None = None, output_prefix: str = "cutouts",
+              service_areas: Sequence[tuple[str, str]] = ()) -> list[tuple[str, JobSpec]]:
     """(tenant, spec) for every record that makes a job; see ``route`` for the others."""
-    return route(records, rules, output_bucket=output_bucket, output_prefix=output_prefix).specs
+    return route(records, rules, output_bucket=output_bucket, output_prefix=output_prefix,
+                 service_areas=service_areas).specs
 
 
 class SubmitLedger(Protocol):
@@ -294,10 +299,12 @@ class EventOutcome:
 
 def record_events(records: Iterable[ObjectCreated], rules: EventRules, ledger: SubmitLedger, *,
                   tenants: TenantLookup, output_bucket: str | None = None,
-                  output_prefix: str = "cutouts") -> EventOutcome:
+                  output_prefix: str = "cutouts",
+                  service_areas: Sequence[tuple[str, str]] = ()) -> EventOutcome:
     """Submit a job per routed record; publish nothing. When this returns, every job is
     committed, so the notification may be deleted. A ledger failure propagates: keep it."""
-    routing = route(records, rules, output_bucket=output_bucket, output_prefix=output_prefix)
+    routing = route(records, rules, output_bucket=output_bucket, output_prefix=output_prefix,
+                    service_areas=service_areas)
     created: list[Job] = []
     existing: list[Job] = []
     skipped = list(routing.skipped)
@@ -342,8 +349,10 @@ def publish_created(queue: Queue, jobs: Sequence[Job]) -> bool:
 
 def submit_events(records: Iterable[ObjectCreated], rules: EventRules, ledger: SubmitLedger,
                   queue: Queue, *, tenants: TenantLookup, output_bucket: str | None = None,
-                  output_prefix: str = "cutouts") -> EventOutcome:
+                  output_prefix: str = "cutouts",
+                  service_areas: Sequence[tuple[str, str]] = ()) -> EventOutcome:
     """``record_events``, then publish the jobs it created (the webhook's whole path)."""
     outcome = record_events(records, rules, ledger, tenants=tenants,
-                            output_bucket=output_bucket, output_prefix=output_prefix)
+                            output_bucket=output_bucket, output_prefix=output_prefix,
+                            service_areas=service_areas)
     return replace(outcome, published=publish_created(queue, outcome.created))

@@ -68,7 +68,7 @@ from pipeline.errors import (
 from pipeline.jobs import JobSpec
 from pipeline.options import OutputOptions
 from pipeline.process import layers_mask_key
-from pipeline.tenants import Tenant, covers
+from pipeline.tenants import Tenant, UploadArea, covers
 
 PLACEHOLDERS = ("prefix", "tenant", "bucket", "key", "key_dir", "key_name", "key_stem",
                 "key_ext", "ext", "model")
@@ -210,6 +210,21 @@ def tenant_area(output_prefix: str, tenant_id: str) -> str:
     """``{prefix}``: the tenant's own area of the service's bucket (no slash at the end)."""
     base = output_prefix.strip("/")
     return f"{base}/{tenant_id}" if base else tenant_id
+
+
+# Where the API keeps the small previews of the review page, in the output bucket
+# (``pipeline.api.previews``): previews/<tenant>/<job id>/...
+PREVIEWS_PREFIX = "previews"
+
+
+def service_areas(output_bucket: str | None,
+                  uploads: UploadArea | None) -> tuple[tuple[str, str], ...]:
+    """(bucket, key prefix) of what the service writes besides cut-outs: the previews, and the
+    images uploaded to it. ``pipeline.events`` never takes them for sources."""
+    areas = [(output_bucket, PREVIEWS_PREFIX + "/")] if output_bucket else []
+    if uploads is not None:
+        areas.append((uploads.bucket, uploads.prefix + "/"))
+    return tuple(areas)
 
 
 def output_allowed(tenant: Tenant, bucket: str | None, key: str, area: str) -> bool:

@@ -35,6 +35,7 @@ from pipeline.events import (
     record_events,
 )
 from pipeline.jobs import Job
+from pipeline.output_keys import service_areas
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:  # boto3 is imported when the command runs, not whenever `clipline` starts
@@ -71,7 +72,9 @@ class Intake:
                 outcome = record_events(
                     records, self.rules, self.ledger, tenants=self.tenants,
                     output_bucket=self.settings.s3_output_bucket,
-                    output_prefix=self.settings.output_prefix)
+                    output_prefix=self.settings.output_prefix,
+                    service_areas=service_areas(self.settings.s3_output_bucket,
+                                                self.settings.upload_area))
                 done.append(message.receipt)
                 created += outcome.created
                 self.totals["jobs_created"] += len(outcome.created)

@@ -23,6 +23,7 @@ from pipeline.api.deps import ApiDeps, deps
 from pipeline.api.problems import Problem
 from pipeline.event_rules import EventRules
 from pipeline.events import parse_notification, submit_events
+from pipeline.output_keys import service_areas
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 WEBHOOK = "/webhook"
@@ -69,6 +70,8 @@ def webhook(body: bytes = Depends(_body), rules: EventRules = Depends(_authorize
     records = parse_notification(body)
     outcome = submit_events(records, rules, d.ledger, d.queue, tenants=d.tenants.get,
                             output_bucket=d.settings.s3_output_bucket,
-                            output_prefix=d.settings.output_prefix)
+                            output_prefix=d.settings.output_prefix,
+                            service_areas=service_areas(d.settings.s3_output_bucket,
+                                                        d.settings.upload_area))
     return WebhookResult(created=len(outcome.created), existing=len(outcome.existing),
                          skipped=len(outcome.skipped), published=outcome.published)

@@ -29,6 +29,7 @@ from pipeline.api.schemas import problem_responses
 from pipeline.errors import JobNotSucceeded, ObjectMissing
 from pipeline.imaging.preview import CONTENT_TYPE, NoMask, PreviewKind, preview
 from pipeline.jobs import Job, JobStatus
+from pipeline.output_keys import PREVIEWS_PREFIX
 from pipeline.tenants import Tenant
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -63,7 +64,7 @@ def preview_key(job: Job, kind: PreviewKind, side: int,
     finished = job.finished_at.isoformat() if job.finished_at else ""
     made_from = "\n".join([*(part or "" for part in source), str(job.attempts), finished])
     digest = hashlib.sha256(made_from.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"previews/{job.tenant_id}/{job.id}/{kind}-{side}-{digest}.png"
+    return f"{PREVIEWS_PREFIX}/{job.tenant_id}/{job.id}/{kind}-{side}-{digest}.png"
 
 
 @router.get("/jobs/{job_id}/preview/{kind}", response_class=PngResponse,

@@ -275,6 +275,20 @@ def test_non_images_unmatched_keys_and_our_own_cut_outs_are_skipped(rules: Event
     assert "cutouts/acme/0190.png" in [s.key for _, s in elsewhere.specs]
 
 
+def test_the_services_previews_and_uploads_are_never_sources(rules: EventRules) -> None:
+    from pipeline.output_keys import service_areas
+    from pipeline.tenants import UploadArea
+
+    areas = service_areas("photos", UploadArea("photos", "uploads"))
+    records = events(aws_record("previews/acme/j1/cutout-192-ab.png"),
+                     aws_record("uploads/acme/0f3a"), aws_record("uploads-old/a.png"))
+    routing = route(records, rules, output_bucket="photos", output_prefix="cutouts",
+                    service_areas=areas)
+    assert [(s.key, s.reason) for s in routing.skipped] == [
+        ("previews/acme/j1/cutout-192-ab.png", "own_output"), ("uploads/acme/0f3a", "own_output")]
+    assert [s.key for _, s in routing.specs] == ["uploads-old/a.png"]
+
+
 def test_an_empty_output_prefix_guards_the_whole_output_bucket(rules: EventRules) -> None:
     routing = route(events(aws_record("acme/0190.png")), rules, output_bucket="photos",
                     output_prefix="")
