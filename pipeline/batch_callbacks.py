@@ -12,16 +12,12 @@ idempotency key. Pure apart from the ports it is given.
 
 from __future__ import annotations
 
-import json
 import random
-import time
 from collections.abc import Callable, Mapping
-from datetime import timedelta
 from typing import Any, Protocol
 
 from pipeline import logs
-from pipeline.callbacks import HEADER, DeliveryReport, Sender, sign
-from pipeline.errors import CallbackRefused
+from pipeline.callbacks import DeliveryReport, Due, Sender, deliver
 from pipeline.ports import Clock
 from pipeline.retry import Backoff
 
@@ -58,32 +54,11 @@ def deliver_due_batches(
     backoff: Backoff, max_attempts: int = 8, limit: int = 100,
     rng: random.Random | None = None,
 ) -> DeliveryReport:
-    """Send every due batch callback once; record each outcome."""
-    rng = rng or random.Random()
-    delivered = retrying = failed = 0
-    for batch in ledger.due_batch_callbacks(limit):
-        secret = secret_of(batch["tenant_id"])
-        body = json.dumps(payload(batch), separators=(",", ":")).encode()
-        error: str | None = "the tenant has no callback secret"
-        final = secret is None
-        if secret is not None:
-            headers = {"Content-Type": "application/json",
-                       HEADER: sign(secret, int(time.time()), body)}
-            try:
-                error = sender.post(batch["callback_url"], body, headers)
-            except CallbackRefused as exc:
-                error, final = f"{exc.reason} ({exc.why}): {exc}", True
-        attempt = batch["callback_attempts"] + 1
-        retry_at = None
-        if error is not None and attempt < max_attempts and not final:
-            retry_at = ledger.clock.now() + timedelta(seconds=backoff.delay(attempt, rng))
-        ledger.batch_callback_result(batch["id"], error=error, retry_at=retry_at)
-        if error is None:
-            delivered += 1
-        elif retry_at is not None:
-            retrying += 1
-        else:
-            failed += 1
-            log.warning("batch_callback_failed", batch_id=str(batch["id"]), attempts=attempt,
-                        error=error)
-    return DeliveryReport(delivered, retrying, failed)
+    """Send every due batch callback once; record each outcome (``callbacks.deliver``)."""
+    dues = (Due(("batch_id", batch["id"]), batch["tenant_id"], batch["callback_url"],
+                payload(batch), batch["callback_attempts"])
+            for batch in ledger.due_batch_callbacks(limit))
+    return deliver(dues, lambda batch_id, error, retry_at: ledger.batch_callback_result(
+        batch_id, error=error, retry_at=retry_at), sender, secret_of, clock=ledger.clock,
+        backoff=backoff, max_attempts=max_attempts, rng=rng or random.Random(),
+        log_as="batch_callback")

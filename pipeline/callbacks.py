@@ -18,7 +18,7 @@ import hmac
 import json
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -86,38 +86,68 @@ class DeliveryReport:
     failed: int
 
 
-def deliver_due(
-    ledger: CallbackLedger, sender: Sender, secret_of: Callable[[str], str | None], *,
-    backoff: Backoff, max_attempts: int = 8, limit: int = 100,
-    rng: random.Random | None = None,
-) -> DeliveryReport:
-    """Send every due callback once; record each outcome."""
-    rng = rng or random.Random()
+@dataclass(frozen=True, slots=True)
+class Due:
+    """One callback to send: what it is about (``about``: the log key, e.g. ``job_id``, and the
+    id the outcome is recorded under), its tenant, URL, body and the attempts so far."""
+
+    about: tuple[str, Any]
+    tenant: str
+    url: str | None
+    body: Mapping[str, Any]
+    attempts: int
+
+
+# Records one attempt's outcome: (id, error or None, when to retry or None).
+Record = Callable[[Any, str | None, Any], None]
+
+
+def deliver(dues: Iterable[Due], record: Record, sender: Sender,
+            secret_of: Callable[[str], str | None], *, clock: Clock, backoff: Backoff,
+            max_attempts: int, rng: random.Random, log_as: str = "callback") -> DeliveryReport:
+    """Send each due callback once, signed with its tenant's secret; record each outcome: a
+    non-2xx answer or a network error is retried after ``backoff`` until ``max_attempts``; no
+    secret, or an address the sender refuses, fails it at once. Logs ``<log_as>_refused`` and
+    ``<log_as>_failed``."""
     delivered = retrying = failed = 0
-    for job in ledger.due_callbacks(limit):
-        secret = secret_of(job.tenant_id)
-        body = json.dumps(payload(job), separators=(",", ":")).encode()
+    for due in dues:
+        key, about = due.about
+        secret = secret_of(due.tenant)
+        body = json.dumps(due.body, separators=(",", ":")).encode()
         error: str | None = "the tenant has no callback secret"
         final = secret is None
-        if secret is not None and job.callback_url:
+        if secret is not None and due.url:
             headers = {"Content-Type": "application/json",
                        HEADER: sign(secret, int(time.time()), body)}
             try:
-                error = sender.post(job.callback_url, body, headers)
+                error = sender.post(due.url, body, headers)
             except CallbackRefused as exc:
                 error, final = f"{exc.reason} ({exc.why}): {exc}", True
-                log.warning("callback_refused", job_id=str(job.id), why=exc.why,
-                            tenant=job.tenant_id)
-        attempt = job.callback_attempts + 1
+                log.warning(f"{log_as}_refused", **{key: str(about)}, why=exc.why,
+                            tenant=due.tenant)
+        attempt = due.attempts + 1
         retry_at = None
         if error is not None and attempt < max_attempts and not final:
-            retry_at = ledger.clock.now() + timedelta(seconds=backoff.delay(attempt, rng))
-        ledger.callback_result(job.id, error=error, retry_at=retry_at)
+            retry_at = clock.now() + timedelta(seconds=backoff.delay(attempt, rng))
+        record(about, error, retry_at)
         if error is None:
             delivered += 1
         elif retry_at is not None:
             retrying += 1
         else:
             failed += 1
-            log.warning("callback_failed", job_id=str(job.id), attempts=attempt, error=error)
+            log.warning(f"{log_as}_failed", **{key: str(about)}, attempts=attempt, error=error)
     return DeliveryReport(delivered, retrying, failed)
+
+
+def deliver_due(
+    ledger: CallbackLedger, sender: Sender, secret_of: Callable[[str], str | None], *,
+    backoff: Backoff, max_attempts: int = 8, limit: int = 100,
+    rng: random.Random | None = None,
+) -> DeliveryReport:
+    """Send every due job callback once; record each outcome (``deliver``)."""
+    dues = (Due(("job_id", job.id), job.tenant_id, job.callback_url, payload(job),
+                job.callback_attempts) for job in ledger.due_callbacks(limit))
+    return deliver(dues, lambda job_id, error, retry_at: ledger.callback_result(
+        job_id, error=error, retry_at=retry_at), sender, secret_of, clock=ledger.clock,
+        backoff=backoff, max_attempts=max_attempts, rng=rng or random.Random())

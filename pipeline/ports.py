@@ -53,10 +53,8 @@ class Segmenters(Protocol):
         ...
 
 
-class ObjectStore(Protocol):
-    """Where source images are read and cut-outs written (S3, a folder, memory)."""
-
-    def get(self, bucket: str, key: str, *, version: str | None = None) -> bytes: ...
+class Writes(Protocol):
+    """Writing one object (S3, a folder, memory)."""
 
     def put(
         self,
@@ -67,6 +65,12 @@ class ObjectStore(Protocol):
         content_type: str,
         metadata: Mapping[str, str] | None = None,
     ) -> None: ...
+
+
+class ObjectStore(Writes, Protocol):
+    """Where source images are read and cut-outs written (S3, a folder, memory)."""
+
+    def get(self, bucket: str, key: str, *, version: str | None = None) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +83,9 @@ class SignedPut:
     expires_at: datetime
 
 
-class UploadStore(Protocol):
+class UploadStore(Writes, Protocol):
     """Where uploaded images go (``pipeline.uploads``): written by the API, or by the client
     itself through a presigned PUT."""
-
-    def put(
-        self,
-        bucket: str,
-        key: str,
-        data: bytes,
-        *,
-        content_type: str,
-        metadata: Mapping[str, str] | None = None,
-    ) -> None: ...
 
     def presign_put(self, bucket: str, key: str, *, content_type: str, size: int,
                     sha256: str | None = None, expires: int = 900) -> SignedPut:
