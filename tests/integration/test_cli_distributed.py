@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,13 +50,15 @@ def test_a_bad_url_argument_is_refused(dist: Cluster) -> None:
 
 
 def test_submit_by_prefix_takes_the_images_under_it(dist: Cluster) -> None:
+    # A folder of this test's own: moto's buckets outlive a test, and others write to photos/.
+    top = f"cli-{uuid.uuid4().hex[:8]}"
     for key in ("shoes/a.jpg", "shoes/b.png", "shoes/readme.txt", "bags/c.jpg"):
-        dist.s3.put("photos", key, b"x", content_type="image/jpeg")
-    done = clipline(dist, "submit", "--prefix", "s3://photos/shoes/", "--priority", "7")
+        dist.s3.put("photos", f"{top}/{key}", b"x", content_type="image/jpeg")
+    done = clipline(dist, "submit", "--prefix", f"s3://photos/{top}/shoes/", "--priority", "7")
     assert done.returncode == 0, done.stderr
     assert "2 received, 2 new" in done.stdout and "2 message(s) sent" in done.stdout
     jobs = dist.ledger.list_jobs()
-    assert sorted(j.key for j in jobs) == ["shoes/a.jpg", "shoes/b.png"]
+    assert sorted(j.key for j in jobs) == [f"{top}/shoes/a.jpg", f"{top}/shoes/b.png"]
     assert {j.priority for j in jobs} == {7}
     # priority 7 >= the interactive threshold: both messages went to the interactive queue
     assert dist.redis.llen("interactive") == 2 and dist.redis.llen("bulk") == 0
