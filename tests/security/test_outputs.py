@@ -110,5 +110,7 @@ def test_a_manifest_line_naming_an_output_bucket_refuses_the_batch(world: World)
     world.store.objects[("photos", "m.jsonl")] = (
         b'{"bucket": "photos", "key": "a.jpg", "output_bucket": "payroll"}\n')
     made = client.post("/v1/batches", json={"manifest": {"bucket": "photos", "key": "m.jsonl"}})
-    view = client.get(f"/v1/batches/{made.json()['id']}").json()
+    where = f"/v1/batches/{made.json()['id']}"
+    wait_for(lambda: client.get(where).json()["state"] != "expanding", 20, "the expansion")
+    view = client.get(where).json()
     assert view["state"] == "failed" and view["expansion"]["reason"] == "invalid_manifest"

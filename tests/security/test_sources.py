@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from pipeline.event_rules import EventRules
 from pipeline.events import ObjectCreated, record_events
+from tests.distkit import wait_for
 from tests.security.conftest import RULES, World, job
 
 
@@ -59,9 +60,13 @@ def put(world: World, bucket: str, key: str, data: bytes = b"x") -> None:
 
 
 def batch_failed(world: World, client: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """Submit a batch and wait for its expansion to settle: it runs after the 202 is sent, so
+    a GET at once may still find the batch ``expanding`` (CI found that race)."""
     made = client.post("/v1/batches", json=body)
     assert made.status_code == 202, made.text
-    view = client.get(f"/v1/batches/{made.json()['id']}").json()
+    where = f"/v1/batches/{made.json()['id']}"
+    wait_for(lambda: client.get(where).json()["state"] != "expanding", 20, "the expansion")
+    view = client.get(where).json()
     assert view["state"] == "failed", view
     return dict(view["expansion"])
 
