@@ -113,9 +113,12 @@ def _ledger(db_url: str) -> tuple[list[Any], list[uuid.UUID]]:
 
 
 def _outputs(s3: Any, bucket: str) -> list[str]:
+    """The cut-outs' keys; a batch's results manifest (``cutouts/<tenant>/batches/<id>/``,
+    written by the reconciler once the batch is done) is not a cut-out."""
     keys: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="cutouts/"):
-        keys += [item["Key"] for item in page.get("Contents", [])]
+        keys += [item["Key"] for item in page.get("Contents", [])
+                 if "/batches/" not in item["Key"]]
     return keys
 
 
